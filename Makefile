@@ -1,0 +1,43 @@
+# libmetricq: `make` builds, `make test` runs every test against a real
+# RabbitMQ (installed and started by scripts/broker.sh when missing).
+SHELL := bash
+GO ?= go
+PROTOC_GEN_GO_VERSION := v1.36.12
+TOOLS := $(CURDIR)/.tools/bin
+VENV := $(CURDIR)/.venv
+TEST_TIMEOUT ?= 15m
+
+.PHONY: all build test test-go vet fmt proto broker venv clean
+
+all: build
+
+build:
+	$(GO) build ./...
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+
+broker:
+	scripts/broker.sh ensure
+
+venv:
+	scripts/ensure-tools.sh venv
+
+# Every test, against one throw-away vhost per run.
+test: vet broker venv
+	scripts/with-vhost.sh $(MAKE) --no-print-directory test-go
+
+# Go tests, including the interoperability tests that run the reference
+# Python metricq from .venv; needs METRICQ_TEST_URL (see scripts/with-vhost.sh).
+test-go:
+	METRICQ_PYTHON=$(VENV)/bin/python $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# Regenerates libmetricq/pb/datachunk.pb.go from its .proto.
+proto:
+	scripts/ensure-tools.sh protoc
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	PATH=$(TOOLS):$$PATH protoc --go_out=. --go_opt=module=github.com/libmetricq/libmetricq libmetricq/pb/datachunk.proto
+
+clean:
+	rm -rf build .tools

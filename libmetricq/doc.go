@@ -1,0 +1,24 @@
+// Package libmetricq is a MetricQ Source client.
+//
+// A Source registers with the MetricQ manager over RabbitMQ (AMQP 0-9-1),
+// declares its metrics with metadata and publishes DataChunks of
+// delta-encoded nanosecond timestamps and float64 values. The API mirrors the
+// reference Python package metricq (Source, IntervalSource), with stricter
+// input checks and a delivery guarantee the reference lacks: chunks are
+// published with publisher confirms and kept until the broker has confirmed
+// them, and Stop flushes what is buffered.
+//
+// Send never touches the network: it appends to a per-metric buffer and hands
+// whole chunks to a publisher goroutine, so it can be called at a high rate
+// from many goroutines (or, through the C library, from many C threads).
+package libmetricq
+
+// Version is the library version, reported in discover replies as
+// "libmetricq/<Version>".
+const Version = "0.1.0"
+
+// LibraryName is the metricqVersion prefix other MetricQ tools display.
+const LibraryName = "libmetricq"
+
+// VersionString is what discover reports as metricqVersion.
+const VersionString = LibraryName + "/" + Version

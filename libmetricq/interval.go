@@ -1,0 +1,112 @@
+package libmetricq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// UpdateFunc produces the points of one IntervalSource round.
+type UpdateFunc func(ctx context.Context, s *IntervalSource) error
+
+// IntervalSource calls an update function at a fixed period, as the
+// reference IntervalSource does: the first update runs at once, deadlines
+// stay on a grid anchored at the start (no drift), missed deadlines are
+// skipped with a warning (never run in a burst), and a period change takes
+// effect from the next deadline. An error from update stops the source,
+// except ErrPublish, which is logged and ridden out.
+type IntervalSource struct {
+	*Source
+	period atomic.Int64 // ns; 0 until set
+	update UpdateFunc
+	clock  clock
+}
+
+// NewIntervalSource prepares an IntervalSource. Set the period before the
+// first update ends, with SetPeriod (typically in the config handler).
+func NewIntervalSource(url, token string, update UpdateFunc, opts ...Option) (*IntervalSource, error) {
+	if update == nil {
+		return nil, fmt.Errorf("%w: nil update function", ErrInvalid)
+	}
+	s := &IntervalSource{update: update, clock: wallClock{}}
+	task := func(ctx context.Context, _ *Source) error { return s.run(ctx) }
+	src, err := NewSource(url, token, append(opts, WithTask(task))...)
+	if err != nil {
+		return nil, err
+	}
+	s.Source = src
+	return s, nil
+}
+
+// SetPeriod sets the time between updates. A period cannot be unset: zero
+// and negative values are refused.
+func (s *IntervalSource) SetPeriod(d Timedelta) error {
+	if d <= 0 {
+		return fmt.Errorf("%w: period must be positive, got %s (a period cannot be unset)", ErrInvalid, d)
+	}
+	s.period.Store(int64(d))
+	return nil
+}
+
+// Period returns the period, 0 while unset.
+func (s *IntervalSource) Period() Timedelta { return Timedelta(s.period.Load()) }
+
+func (s *IntervalSource) run(ctx context.Context) error {
+	return runSchedule(ctx, s.clock, s.Period, func(ctx context.Context) error { return s.update(ctx, s) }, s.log)
+}
+
+// clock is wall-clock time, as in the reference, so tests can replace it.
+type clock interface {
+	Now() Timestamp
+	// Sleep waits d, returning early with ctx's error when ctx ends.
+	Sleep(ctx context.Context, d Timedelta) error
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() Timestamp { return Now() }
+
+func (wallClock) Sleep(ctx context.Context, d Timedelta) error {
+	t := time.NewTimer(d.Duration())
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// runSchedule is the IntervalSource loop. It returns nil when ctx ends.
+func runSchedule(ctx context.Context, clk clock, period func() Timedelta, update func(context.Context) error, log *slog.Logger) error {
+	deadline := clk.Now()
+	for {
+		if err := update(ctx); err != nil {
+			switch {
+			case ctx.Err() != nil:
+				return nil
+			case errors.Is(err, ErrPublish):
+				log.Debug("update could not publish; points stay buffered", "error", err)
+			default:
+				return fmt.Errorf("update: %w", err)
+			}
+		}
+		p := period()
+		if p <= 0 {
+			return fmt.Errorf("%w: IntervalSource period not set before the first update finished", ErrInvalid)
+		}
+		deadline = deadline.Add(p)
+		now := clk.Now()
+		if now >= deadline {
+			missed := int64(now.Sub(deadline)/p) + 1
+			log.Warn("missed deadlines, skipping them", "count", missed, "deadline", deadline.String(), "now", now.String())
+			deadline = deadline.Add(Timedelta(missed) * p)
+		}
+		if clk.Sleep(ctx, deadline.Sub(now)) != nil {
+			return nil
+		}
+	}
+}

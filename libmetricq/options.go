@@ -1,0 +1,139 @@
+package libmetricq
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+)
+
+// ConfigHandler receives the source's configuration: once from the register
+// reply during Connect, then on every "config" RPC. A typical handler sets
+// rates or periods and declares metrics. An error fails Connect (initially)
+// or is sent back to the caller of the RPC.
+type ConfigHandler func(ctx context.Context, s *Source, config map[string]any) error
+
+// Task is the user's main loop, started after Connect. Its context ends when
+// the source stops. A non-nil error stops the source with that error.
+type Task func(ctx context.Context, s *Source) error
+
+// DefaultMaxBufferedPoints bounds the points a source holds that the broker
+// has not confirmed yet: about 16 MiB of timestamps and values.
+const DefaultMaxBufferedPoints = 1 << 20
+
+// DefaultRPCTimeout is how long Connect and DeclareMetrics wait for the
+// manager when the context has no deadline, as in the reference.
+const DefaultRPCTimeout = 60 * time.Second
+
+type options struct {
+	onConfig      ConfigHandler
+	task          Task
+	logger        *slog.Logger
+	chunkSize     int
+	maxBuffered   int
+	clientVersion string
+	rpcTimeout    time.Duration
+}
+
+// Option configures a Source.
+type Option func(*options) error
+
+// WithConfigHandler sets the handler for the manager's configuration.
+func WithConfigHandler(h ConfigHandler) Option {
+	return func(o *options) error { o.onConfig = h; return nil }
+}
+
+// WithTask sets the task started after Connect.
+func WithTask(t Task) Option {
+	return func(o *options) error { o.task = t; return nil }
+}
+
+// WithLogger sets the logger. The default writes warnings and errors to
+// stderr; the environment variable METRICQ_LOG (debug, info, warn, error,
+// off) changes its level.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error {
+		if l == nil {
+			return fmt.Errorf("%w: nil logger", ErrInvalid)
+		}
+		o.logger = l
+		return nil
+	}
+}
+
+// WithChunkSize sets the source's default chunk size (see SetChunkSize).
+func WithChunkSize(n int) Option {
+	return func(o *options) error {
+		if err := validateChunkSize(n); err != nil {
+			return err
+		}
+		o.chunkSize = n
+		return nil
+	}
+}
+
+// WithMaxBufferedPoints bounds the points held until the broker confirms
+// them. Send waits, up to its context, while the bound is reached.
+func WithMaxBufferedPoints(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("%w: max buffered points must be at least 1, got %d", ErrInvalid, n)
+		}
+		o.maxBuffered = n
+		return nil
+	}
+}
+
+// WithClientVersion sets the application version reported by discover.
+func WithClientVersion(v string) Option {
+	return func(o *options) error { o.clientVersion = v; return nil }
+}
+
+// WithRPCTimeout sets the wait for the manager used when a context has no
+// deadline of its own.
+func WithRPCTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: rpc timeout must be positive", ErrInvalid)
+		}
+		o.rpcTimeout = d
+		return nil
+	}
+}
+
+// ChunkSizeManual turns automatic chunking off: points are published by
+// Flush (and Stop) only. The reference spells it None.
+const ChunkSizeManual = 0
+
+func validateChunkSize(n int) error {
+	if n < 0 {
+		return fmt.Errorf("%w: chunk size must be >= 1, or %d for manual flushing; got %d", ErrInvalid, ChunkSizeManual, n)
+	}
+	return nil
+}
+
+// LogLevelFromEnv reads METRICQ_LOG. ok is false for "off".
+func LogLevelFromEnv() (level slog.Level, ok bool) {
+	switch strings.ToLower(strings.TrimSpace(os.Getenv("METRICQ_LOG"))) {
+	case "debug":
+		return slog.LevelDebug, true
+	case "info":
+		return slog.LevelInfo, true
+	case "error":
+		return slog.LevelError, true
+	case "off", "none", "quiet":
+		return 0, false
+	default:
+		return slog.LevelWarn, true
+	}
+}
+
+func defaultLogger() *slog.Logger {
+	level, ok := LogLevelFromEnv()
+	if !ok {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}

@@ -1,0 +1,695 @@
+package libmetricq
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+)
+
+// Metadata describes a metric: free-form JSON keys such as "unit", "rate",
+// "description" (see the MetricQ metadata conventions).
+type Metadata map[string]any
+
+// sourceMetric is one metric's buffer. mu guards everything below it; the
+// send path takes it once per point.
+type sourceMetric struct {
+	name string
+
+	mu        sync.Mutex
+	declared  bool
+	metadata  Metadata
+	chunkSize int
+	hasLast   bool
+	last      int64
+	open      *chunk // points accepted but not yet sealed
+}
+
+// Source is a MetricQ Source. Create it with NewSource, then Connect (or
+// Run). Its methods are safe for concurrent use.
+type Source struct {
+	url   string
+	token string
+	opts  options
+	log   *slog.Logger
+
+	mgmt   *mgmtLink
+	pub    *publisher
+	budget *pointBudget
+	stats  counters
+
+	defaultChunkSize atomic.Int64
+
+	// metrics is replaced, never modified, so Send reads it without a lock.
+	metrics   atomic.Pointer[map[string]*sourceMetric]
+	metricsMu sync.Mutex // serialises replacing it
+
+	configMu sync.Mutex
+	config   []byte // JSON of the latest configuration
+
+	startTime Timestamp
+	connected atomic.Bool
+	stopping  atomic.Bool // no new declarations or tasks
+	stopped   atomic.Bool // no new points; checked under each metric's lock
+
+	taskCancel context.CancelFunc
+	taskDone   chan struct{}
+
+	stopOnce sync.Once
+	stopErr  error
+	done     chan struct{} // closed when the source has stopped
+	causeMu  sync.Mutex
+	cause    error // why the source stopped itself
+}
+
+// NewSource prepares a source for the management URL (amqp:// or amqps://)
+// and token. It does no I/O; Connect does.
+func NewSource(url, token string, opts ...Option) (*Source, error) {
+	if err := validateToken(token); err != nil {
+		return nil, err
+	}
+	if _, err := parseBrokerURL(url); err != nil {
+		return nil, err
+	}
+	o := options{chunkSize: 1, maxBuffered: DefaultMaxBufferedPoints, rpcTimeout: DefaultRPCTimeout}
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(&o); err != nil {
+			return nil, err
+		}
+	}
+	if o.logger == nil {
+		o.logger = defaultLogger()
+	}
+	s := &Source{
+		url:       url,
+		token:     token,
+		opts:      o,
+		log:       o.logger.With("token", token),
+		budget:    newPointBudget(o.maxBuffered),
+		startTime: Now(),
+		done:      make(chan struct{}),
+		config:    []byte("{}"),
+	}
+	s.defaultChunkSize.Store(int64(o.chunkSize))
+	empty := map[string]*sourceMetric{}
+	s.metrics.Store(&empty)
+	s.mgmt = newMgmtLink(url, token, s.log, map[string]rpcHandler{
+		"discover": s.onDiscover,
+		"config":   s.onConfigRPC,
+	})
+	return s, nil
+}
+
+// Token returns the source's token.
+func (s *Source) Token() string { return s.token }
+
+func (s *Source) withRPCTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, s.opts.rpcTimeout)
+}
+
+// Connect registers with the manager, opens the data connection, hands the
+// initial configuration to the config handler and starts the task. It is
+// the reference's connect(), bounded by ctx.
+func (s *Source) Connect(ctx context.Context) error {
+	if s.stopping.Load() {
+		return ErrStopped
+	}
+	if !s.connected.CompareAndSwap(false, true) {
+		return fmt.Errorf("%w: Connect called twice", ErrInvalid)
+	}
+	ctx, cancel := s.withRPCTimeout(ctx)
+	defer cancel()
+	if err := s.connect(ctx); err != nil {
+		s.shutdown()
+		return fmt.Errorf("source %q: connect: %w", s.token, err)
+	}
+	s.startTask()
+	return nil
+}
+
+func (s *Source) connect(ctx context.Context) error {
+	if err := s.mgmt.connect(ctx); err != nil {
+		return err
+	}
+	reply, err := s.mgmt.call(ctx, "source.register", nil)
+	if err != nil {
+		return err
+	}
+	var address, exchange string
+	if err := decodeField(reply, "dataServerAddress", &address, true); err != nil {
+		return err
+	}
+	if err := decodeField(reply, "dataExchange", &exchange, true); err != nil {
+		return err
+	}
+	dataURL, err := deriveDataURL(s.url, address)
+	if err != nil {
+		return err
+	}
+	s.pub = newPublisher(dataURL, exchange, s.token, s.log, &s.stats, s.budget.release)
+	if err := s.pub.start(ctx); err != nil {
+		s.pub = nil
+		return err
+	}
+	if raw, ok := reply["config"]; ok && !bytes.Equal(raw, []byte("null")) {
+		var config map[string]any
+		if err := unmarshalNumbers(raw, &config); err != nil || config == nil {
+			return &RPCError{Function: "source.register", Message: "config is not a JSON object"}
+		}
+		return s.applyConfig(ctx, config, raw)
+	}
+	return nil
+}
+
+func decodeField(reply map[string]json.RawMessage, key string, into *string, required bool) error {
+	raw, ok := reply[key]
+	if !ok {
+		if required {
+			return &RPCError{Function: "source.register", Message: fmt.Sprintf("reply lacks %q", key)}
+		}
+		return nil
+	}
+	if err := json.Unmarshal(raw, into); err != nil {
+		return &RPCError{Function: "source.register", Message: fmt.Sprintf("%q is not a string", key)}
+	}
+	return nil
+}
+
+// unmarshalNumbers keeps JSON numbers exact (json.Number), so integers
+// beyond 2^53 survive a round trip through the config handler.
+func unmarshalNumbers(raw []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	return dec.Decode(v)
+}
+
+func (s *Source) applyConfig(ctx context.Context, config map[string]any, raw []byte) error {
+	s.configMu.Lock()
+	s.config = append([]byte(nil), raw...)
+	s.configMu.Unlock()
+	if s.opts.onConfig == nil {
+		s.log.Info("received configuration", "keys", len(config))
+		return nil
+	}
+	if err := s.opts.onConfig(ctx, s, config); err != nil {
+		return fmt.Errorf("config handler: %w", err)
+	}
+	return nil
+}
+
+// Config returns the JSON text of the latest configuration from the manager
+// ("{}" before any).
+func (s *Source) Config() []byte {
+	s.configMu.Lock()
+	defer s.configMu.Unlock()
+	return append([]byte(nil), s.config...)
+}
+
+func (s *Source) onConfigRPC(ctx context.Context, args map[string]json.RawMessage) (any, error) {
+	raw, err := json.Marshal(args)
+	if err != nil {
+		return nil, err
+	}
+	config := make(map[string]any, len(args))
+	for k, v := range args {
+		var value any
+		if err := unmarshalNumbers(v, &value); err != nil {
+			return nil, err
+		}
+		config[k] = value
+	}
+	ctx, cancel := s.withRPCTimeout(ctx)
+	defer cancel()
+	return nil, s.applyConfig(ctx, config, raw)
+}
+
+func (s *Source) onDiscover(context.Context, map[string]json.RawMessage) (any, error) {
+	now := Now()
+	hostname, _ := os.Hostname()
+	reply := map[string]any{
+		"alive":          true,
+		"currentTime":    now.isoString(),
+		"startingTime":   s.startTime.isoString(),
+		"uptime":         int64(now - s.startTime),
+		"metricqVersion": VersionString,
+		"hostname":       hostname,
+	}
+	if s.opts.clientVersion != "" {
+		reply["version"] = s.opts.clientVersion
+	}
+	return reply, nil
+}
+
+func (s *Source) startTask() {
+	if s.opts.task == nil {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), taskKey{}, s))
+	s.taskCancel = cancel
+	s.taskDone = make(chan struct{})
+	go func() {
+		defer close(s.taskDone)
+		err := s.opts.task(ctx, s)
+		if err != nil && ctx.Err() == nil {
+			s.log.Error("task failed, stopping the source", "error", err)
+			s.fail(fmt.Errorf("task: %w", err))
+		}
+	}()
+}
+
+// taskKey marks the task's context, so that Stop called from inside the task
+// does not wait for the task to end.
+type taskKey struct{}
+
+// fail stops the source because of err, from a goroutine of its own.
+func (s *Source) fail(err error) {
+	s.causeMu.Lock()
+	if s.cause == nil {
+		s.cause = err
+	}
+	s.causeMu.Unlock()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), s.opts.rpcTimeout)
+		defer cancel()
+		_ = s.Stop(ctx)
+	}()
+}
+
+// Done is closed when the source has stopped.
+func (s *Source) Done() <-chan struct{} { return s.done }
+
+// Err says why the source stopped itself (a task error or a lost
+// connection); nil while running and after a plain Stop.
+func (s *Source) Err() error {
+	s.causeMu.Lock()
+	defer s.causeMu.Unlock()
+	return s.cause
+}
+
+// Run connects, then blocks until ctx ends (and stops the source, waiting
+// up to the RPC timeout for the flush) or the source stops on its own. It
+// returns the reason the source stopped, nil for a cancelled ctx.
+func (s *Source) Run(ctx context.Context) error {
+	if err := s.Connect(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-ctx.Done():
+		stopCtx, cancel := context.WithTimeout(context.Background(), s.opts.rpcTimeout)
+		defer cancel()
+		return s.Stop(stopCtx)
+	case <-s.done:
+		return s.Err()
+	}
+}
+
+// metric returns the metric's buffer, creating it with the source's current
+// default chunk size.
+func (s *Source) metric(name string) *sourceMetric {
+	if m := (*s.metrics.Load())[name]; m != nil {
+		return m
+	}
+	s.metricsMu.Lock()
+	defer s.metricsMu.Unlock()
+	current := *s.metrics.Load()
+	if m := current[name]; m != nil {
+		return m
+	}
+	m := &sourceMetric{name: name, chunkSize: int(s.defaultChunkSize.Load())}
+	next := make(map[string]*sourceMetric, len(current)+1)
+	maps.Copy(next, current)
+	next[name] = m
+	s.metrics.Store(&next)
+	return m
+}
+
+func (s *Source) allMetrics() []*sourceMetric {
+	current := *s.metrics.Load()
+	all := make([]*sourceMetric, 0, len(current))
+	for _, m := range current {
+		all = append(all, m)
+	}
+	return all
+}
+
+// DeclareMetrics declares metrics with their metadata to the manager. Every
+// name is checked first; nothing is declared if one is bad. "chunkSize" is
+// added to metadata that lacks it (null for manual flushing), as the
+// reference does.
+func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	for name, md := range metrics {
+		if err := ValidateMetricName(name); err != nil {
+			return err
+		}
+		for key := range md {
+			if key == "source" || key == "historic" || (key != "" && key[0] == '_') {
+				s.log.Warn("metadata key is owned by the manager and will be dropped", "metric", name, "key", key)
+			}
+		}
+	}
+	request := make(map[string]Metadata, len(metrics))
+	declaring := make([]*sourceMetric, 0, len(metrics))
+	for name, md := range metrics {
+		m := s.metric(name)
+		augmented := make(Metadata, len(md)+1)
+		maps.Copy(augmented, md)
+		if _, ok := augmented["chunkSize"]; !ok {
+			m.mu.Lock()
+			if m.chunkSize == ChunkSizeManual {
+				augmented["chunkSize"] = nil
+			} else {
+				augmented["chunkSize"] = m.chunkSize
+			}
+			m.mu.Unlock()
+		}
+		request[name] = augmented
+		declaring = append(declaring, m)
+	}
+	if len(request) == 0 {
+		return nil
+	}
+	ctx, cancel := s.withRPCTimeout(ctx)
+	defer cancel()
+	if _, err := s.mgmt.call(ctx, "source.declare_metrics", map[string]any{"metrics": request}); err != nil {
+		return fmt.Errorf("declare %d metrics: %w", len(request), err)
+	}
+	for _, m := range declaring {
+		m.mu.Lock()
+		m.declared = true
+		m.metadata = request[m.name]
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// DeclareMetricList declares metrics without metadata (beyond chunkSize).
+func (s *Source) DeclareMetricList(ctx context.Context, names []string) error {
+	metrics := make(map[string]Metadata, len(names))
+	for _, n := range names {
+		metrics[n] = nil
+	}
+	return s.DeclareMetrics(ctx, metrics)
+}
+
+// DeclaredMetrics lists the declared metric names, sorted.
+func (s *Source) DeclaredMetrics() []string {
+	var names []string
+	for _, m := range s.allMetrics() {
+		m.mu.Lock()
+		if m.declared {
+			names = append(names, m.name)
+		}
+		m.mu.Unlock()
+	}
+	sort.Strings(names)
+	return names
+}
+
+// usable fails calls that need a running source.
+func (s *Source) usable() error {
+	if s.stopping.Load() {
+		return ErrStopped
+	}
+	if s.pub == nil {
+		return fmt.Errorf("%w: not connected; call Connect first", ErrStopped)
+	}
+	return nil
+}
+
+// ChunkSize returns the default chunk size for metrics created from now on.
+func (s *Source) ChunkSize() int { return int(s.defaultChunkSize.Load()) }
+
+// SetChunkSize sets the chunk size used by metrics first seen from now on:
+// a chunk is published as soon as a metric has n points buffered.
+// ChunkSizeManual (0) means only Flush publishes. The default is 1.
+func (s *Source) SetChunkSize(n int) error {
+	if err := validateChunkSize(n); err != nil {
+		return err
+	}
+	s.defaultChunkSize.Store(int64(n))
+	return nil
+}
+
+// SetMetricChunkSize sets one metric's chunk size (see SetChunkSize). If the
+// metric already holds n points or more, they are published now.
+func (s *Source) SetMetricChunkSize(metric string, n int) error {
+	if err := ValidateMetricName(metric); err != nil {
+		return err
+	}
+	if err := validateChunkSize(n); err != nil {
+		return &MetricError{Metric: metric, Err: err}
+	}
+	m := s.metric(metric)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.chunkSize = n
+	if n != ChunkSizeManual && m.open != nil && len(m.open.times) >= n {
+		s.seal(m)
+	}
+	return nil
+}
+
+// MetricChunkSize returns a metric's chunk size.
+func (s *Source) MetricChunkSize(metric string) (int, error) {
+	if err := ValidateMetricName(metric); err != nil {
+		return 0, err
+	}
+	m := s.metric(metric)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.chunkSize, nil
+}
+
+// sendable finds a declared metric for Send.
+func (s *Source) sendable(metric string) (*sourceMetric, error) {
+	m := (*s.metrics.Load())[metric]
+	if m == nil {
+		if err := ValidateMetricName(metric); err != nil {
+			return nil, err
+		}
+		if s.stopped.Load() {
+			return nil, ErrStopped
+		}
+		return nil, &MetricError{Metric: metric, Err: ErrUndeclared}
+	}
+	return m, nil
+}
+
+// Send accepts one point. It never waits for the network: the point is
+// buffered and published with its chunk. It waits (until ctx ends) only when
+// the buffer bound is reached. An error means the point was not accepted,
+// so retrying it creates no duplicate. Timestamps of a metric must strictly
+// increase.
+func (s *Source) Send(ctx context.Context, metric string, t Timestamp, value float64) error {
+	m, err := s.sendable(metric)
+	if err != nil {
+		return err
+	}
+	if err := s.budget.acquire(ctx, 1, &s.stats); err != nil {
+		return &MetricError{Metric: metric, Err: err}
+	}
+	m.mu.Lock()
+	if err := s.admit(m, int64(t)); err != nil {
+		m.mu.Unlock()
+		s.budget.release(1)
+		return err
+	}
+	c := m.open
+	if c == nil {
+		c = newChunk(m.name, m.chunkSize)
+		m.open = c
+	}
+	c.times = append(c.times, int64(t))
+	c.values = append(c.values, value)
+	m.last, m.hasLast = int64(t), true
+	if m.chunkSize != ChunkSizeManual && len(c.times) >= m.chunkSize {
+		s.seal(m)
+	}
+	m.mu.Unlock()
+	s.stats.pointsAccepted.Add(1)
+	return nil
+}
+
+// admit checks, under m.mu, whether a point at time first may be added.
+func (s *Source) admit(m *sourceMetric, first int64) error {
+	if s.stopped.Load() {
+		return ErrStopped
+	}
+	if !m.declared {
+		return &MetricError{Metric: m.name, Err: ErrUndeclared}
+	}
+	if m.hasLast && first <= m.last {
+		return &MetricError{Metric: m.name, Err: fmt.Errorf("%w: %d ns is not after the last accepted %d ns", ErrOrder, first, m.last)}
+	}
+	return nil
+}
+
+// SendBatch accepts several points of one metric, all or none. times must
+// strictly increase and start after the metric's last accepted timestamp.
+func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp, values []float64) error {
+	if len(times) != len(values) {
+		return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
+	}
+	m, err := s.sendable(metric)
+	if err != nil || len(times) == 0 {
+		return err
+	}
+	for i := 1; i < len(times); i++ {
+		if times[i] <= times[i-1] {
+			return &MetricError{Metric: metric, Err: fmt.Errorf("%w: batch timestamp %d (%d ns) is not after the one before (%d ns)", ErrOrder, i, times[i], times[i-1])}
+		}
+	}
+	if err := s.budget.acquire(ctx, len(times), &s.stats); err != nil {
+		return &MetricError{Metric: metric, Err: err}
+	}
+	m.mu.Lock()
+	if err := s.admit(m, int64(times[0])); err != nil {
+		m.mu.Unlock()
+		s.budget.release(len(times))
+		return err
+	}
+	last, count := times[len(times)-1], len(times)
+	for len(times) > 0 {
+		c := m.open
+		if c == nil {
+			c = newChunk(m.name, m.chunkSize)
+			m.open = c
+		}
+		take := len(times)
+		if m.chunkSize != ChunkSizeManual {
+			take = min(take, m.chunkSize-len(c.times))
+		}
+		for _, t := range times[:take] {
+			c.times = append(c.times, int64(t))
+		}
+		c.values = append(c.values, values[:take]...)
+		times, values = times[take:], values[take:]
+		if m.chunkSize != ChunkSizeManual && len(c.times) >= m.chunkSize {
+			s.seal(m)
+		}
+	}
+	m.last, m.hasLast = int64(last), true
+	m.mu.Unlock()
+	s.stats.pointsAccepted.Add(uint64(count))
+	return nil
+}
+
+// seal hands the metric's open chunk to the publisher; m.mu is held. Taking
+// the buffer out under the lock is what keeps concurrent flushes from
+// publishing overlapping chunks.
+func (s *Source) seal(m *sourceMetric) {
+	if m.open == nil || len(m.open.times) == 0 {
+		return
+	}
+	s.pub.enqueue(m.open)
+	m.open = nil
+}
+
+func (s *Source) sealAll() {
+	for _, m := range s.allMetrics() {
+		m.mu.Lock()
+		s.seal(m)
+		m.mu.Unlock()
+	}
+}
+
+// Flush publishes every buffered point and returns once the broker has
+// confirmed all points accepted before the call. When ctx ends first, the
+// points stay buffered and are published later.
+func (s *Source) Flush(ctx context.Context) error {
+	if s.stopped.Load() {
+		return ErrStopped
+	}
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.sealAll()
+	if err := s.pub.waitConfirmed(ctx, s.pub.lastSealed()); err != nil {
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}
+
+// Stop ends the task, flushes (bounded by ctx), then closes both
+// connections. Unlike the reference, buffered points are published, not
+// dropped. Stop is idempotent: later calls return the first one's result.
+// Call it from the task only with the task's own context (or return from
+// the task instead).
+func (s *Source) Stop(ctx context.Context) error {
+	s.stopOnce.Do(func() {
+		defer close(s.done)
+		s.stopping.Store(true)
+		var errs []error
+		if s.taskCancel != nil {
+			s.taskCancel()
+			if ctx.Value(taskKey{}) != s {
+				select {
+				case <-s.taskDone:
+				case <-ctx.Done():
+					errs = append(errs, fmt.Errorf("task did not end: %w", ctx.Err()))
+				}
+			}
+		}
+		s.stopped.Store(true)
+		if s.pub != nil {
+			s.sealAll()
+			if err := s.pub.waitConfirmed(ctx, s.pub.lastSealed()); err != nil {
+				lost := s.pub.unconfirmedPoints()
+				s.log.Error("stopping with points the broker has not confirmed", "points", lost, "error", err)
+				errs = append(errs, fmt.Errorf("flush on stop, %d points not delivered: %w", lost, err))
+			}
+		}
+		s.shutdown()
+		if len(errs) > 0 {
+			s.stopErr = fmt.Errorf("source %q: stop: %w", s.token, errors.Join(errs...))
+		}
+	})
+	select {
+	case <-s.done:
+		return s.stopErr
+	case <-ctx.Done():
+		return fmt.Errorf("source %q: stop still in progress: %w", s.token, ctx.Err())
+	}
+}
+
+// shutdown closes both connections.
+func (s *Source) shutdown() {
+	s.stopping.Store(true)
+	s.stopped.Store(true)
+	if s.pub != nil {
+		s.pub.close()
+	}
+	s.mgmt.close()
+}
+
+// Stats returns the source's counters.
+func (s *Source) Stats() Stats {
+	return Stats{
+		PointsAccepted:  s.stats.pointsAccepted.Load(),
+		PointsPublished: s.stats.pointsPublished.Load(),
+		PointsConfirmed: s.stats.pointsConfirmed.Load(),
+		ChunksPublished: s.stats.chunksPublished.Load(),
+		ChunksConfirmed: s.stats.chunksConfirmed.Load(),
+		BytesPublished:  s.stats.bytesPublished.Load(),
+		BufferedPoints:  uint64(max(s.budget.used.Load(), 0)),
+		Reconnects:      s.stats.reconnects.Load(),
+		PublishErrors:   s.stats.publishErrors.Load(),
+		BufferFullWaits: s.stats.bufferFullWaits.Load(),
+	}
+}

@@ -29,15 +29,30 @@ func RedactURL(raw string) string {
 }
 
 // redactError removes any copy of the URL's password from an error text.
+// It works on the raw text, because the URL in question may not parse.
 func redactError(err error, rawURL string) string {
 	text := err.Error()
-	if u, perr := url.Parse(rawURL); perr == nil && u.User != nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			text = strings.ReplaceAll(text, pw, "xxxxx")
-			text = strings.ReplaceAll(text, url.QueryEscape(pw), "xxxxx")
+	if pw := passwordOf(rawURL); pw != "" {
+		text = strings.ReplaceAll(text, pw, "xxxxx")
+		if unescaped, uerr := url.PathUnescape(pw); uerr == nil && unescaped != "" {
+			text = strings.ReplaceAll(text, unescaped, "xxxxx")
 		}
 	}
 	return text
+}
+
+// passwordOf finds the password in "scheme://user:password@host...".
+func passwordOf(rawURL string) string {
+	_, rest, ok := strings.Cut(rawURL, "://")
+	if !ok {
+		return ""
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return ""
+	}
+	_, pw, _ := strings.Cut(rest[:at], ":")
+	return pw
 }
 
 // deriveDataURL turns the manager's dataServerAddress into the URL of the

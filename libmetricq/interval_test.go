@@ -1,0 +1,172 @@
+package libmetricq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"testing"
+)
+
+// fakeClock advances only when the schedule sleeps or an update says it
+// took time, so the schedule is tested without real sleeps.
+type fakeClock struct {
+	now    Timestamp
+	sleeps []Timedelta
+}
+
+func (c *fakeClock) Now() Timestamp { return c.now }
+
+func (c *fakeClock) Sleep(ctx context.Context, d Timedelta) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	c.sleeps = append(c.sleeps, d)
+	c.now = c.now.Add(d)
+	return nil
+}
+
+type scheduleRun struct {
+	clock   *fakeClock
+	updates []Timestamp // when each update started
+	err     error
+}
+
+// runFake runs the schedule until `rounds` updates have run. durations[i]
+// is how long update i takes; periodAt[i], when set, is the period assigned
+// during update i.
+func runFake(t *testing.T, rounds int, durations map[int]Timedelta, periodAt map[int]Timedelta, failAt int) scheduleRun {
+	t.Helper()
+	clk := &fakeClock{now: 1_000 * Timestamp(Second)}
+	run := scheduleRun{clock: clk}
+	var period Timedelta
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	update := func(ctx context.Context) error {
+		i := len(run.updates)
+		run.updates = append(run.updates, clk.now)
+		if p, ok := periodAt[i]; ok {
+			period = p
+		}
+		clk.now = clk.now.Add(durations[i])
+		if i == failAt {
+			return fmt.Errorf("sensor broke")
+		}
+		if i == rounds-1 {
+			cancel()
+		}
+		return nil
+	}
+	run.err = runSchedule(ctx, clk, func() Timedelta { return period }, update, slog.New(slog.DiscardHandler))
+	return run
+}
+
+func offsets(r scheduleRun) []Timedelta {
+	start := r.updates[0]
+	out := make([]Timedelta, len(r.updates))
+	for i, u := range r.updates {
+		out[i] = u.Sub(start)
+	}
+	return out
+}
+
+func equalDeltas(a, b []Timedelta) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestScheduleFixedGridWithoutDrift(t *testing.T) {
+	r := runFake(t, 4, map[int]Timedelta{0: 300 * Millisecond, 1: 10 * Millisecond, 2: 999 * Millisecond}, map[int]Timedelta{0: Second}, -1)
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if want := []Timedelta{0, Second, 2 * Second, 3 * Second}; !equalDeltas(offsets(r), want) {
+		t.Fatalf("updates at %v, want %v (first at once, then on the grid)", offsets(r), want)
+	}
+	if want := []Timedelta{700 * Millisecond, 990 * Millisecond, Millisecond}; !equalDeltas(r.clock.sleeps, want) {
+		t.Fatalf("sleeps %v, want %v", r.clock.sleeps, want)
+	}
+}
+
+func TestScheduleSkipsMissedDeadlines(t *testing.T) {
+	// Update 1 takes 3.5 periods: the deadlines at 2 s, 3 s and 4 s are
+	// skipped, not run in a burst; the grid stays anchored at the start.
+	r := runFake(t, 4, map[int]Timedelta{1: 3500 * Millisecond}, map[int]Timedelta{0: Second}, -1)
+	if want := []Timedelta{0, Second, 5 * Second, 6 * Second}; !equalDeltas(offsets(r), want) {
+		t.Fatalf("updates at %v, want %v", offsets(r), want)
+	}
+}
+
+func TestScheduleDeadlineExactlyNowIsMissed(t *testing.T) {
+	r := runFake(t, 3, map[int]Timedelta{0: Second}, map[int]Timedelta{0: Second}, -1)
+	if want := []Timedelta{0, 2 * Second, 3 * Second}; !equalDeltas(offsets(r), want) {
+		t.Fatalf("updates at %v, want %v", offsets(r), want)
+	}
+}
+
+func TestSchedulePeriodChangeAppliesFromNextDeadline(t *testing.T) {
+	// The period changes during update 2 (at 2 s): the next deadline is
+	// 2 s + 500 ms, the grid is not re-anchored to the start.
+	r := runFake(t, 5, nil, map[int]Timedelta{0: Second, 2: 500 * Millisecond}, -1)
+	if want := []Timedelta{0, Second, 2 * Second, 2500 * Millisecond, 3 * Second}; !equalDeltas(offsets(r), want) {
+		t.Fatalf("updates at %v, want %v", offsets(r), want)
+	}
+}
+
+func TestScheduleUnsetPeriodIsAnError(t *testing.T) {
+	r := runFake(t, 3, nil, nil, -1)
+	if !errors.Is(r.err, ErrInvalid) || len(r.updates) != 1 {
+		t.Fatalf("want ErrInvalid after the first update, got %v after %d updates", r.err, len(r.updates))
+	}
+}
+
+func TestScheduleUpdateErrorStops(t *testing.T) {
+	r := runFake(t, 10, nil, map[int]Timedelta{0: Second}, 2)
+	if r.err == nil || len(r.updates) != 3 {
+		t.Fatalf("want the error of update 2 to end the schedule, got %v after %d updates", r.err, len(r.updates))
+	}
+}
+
+func TestSchedulePublishErrorsAreRiddenOut(t *testing.T) {
+	clk := &fakeClock{}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := 0
+	err := runSchedule(ctx, clk, func() Timedelta { return Second }, func(context.Context) error {
+		n++
+		if n == 3 {
+			cancel()
+		}
+		return fmt.Errorf("wrapped: %w", ErrPublish)
+	}, slog.New(slog.DiscardHandler))
+	if err != nil || n != 3 {
+		t.Fatalf("publish errors must not stop the schedule: %v after %d updates", err, n)
+	}
+}
+
+func TestIntervalSourcePeriodCannotBeUnset(t *testing.T) {
+	s, err := NewIntervalSource("amqp://127.0.0.1/", "source-test", func(context.Context, *IntervalSource) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Period() != 0 {
+		t.Fatal("period must start unset")
+	}
+	if err := s.SetPeriod(Second); err != nil || s.Period() != Second {
+		t.Fatalf("SetPeriod: %v, %v", err, s.Period())
+	}
+	for _, bad := range []Timedelta{0, -Second} {
+		if err := s.SetPeriod(bad); !errors.Is(err, ErrInvalid) || s.Period() != Second {
+			t.Fatalf("SetPeriod(%d) = %v, period now %v", bad, err, s.Period())
+		}
+	}
+	if _, err := NewIntervalSource("amqp://127.0.0.1/", "source-test", nil); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("nil update: %v", err)
+	}
+}

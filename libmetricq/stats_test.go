@@ -1,0 +1,97 @@
+package libmetricq
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestPointBudgetWaitsForSpace(t *testing.T) {
+	var stats counters
+	b := newPointBudget(3)
+	ctx := context.Background()
+	if err := b.acquire(ctx, 3, &stats); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	defer cancel()
+	if err := b.acquire(short, 1, &stats); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("a full budget must time out, got %v", err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- b.acquire(ctx, 2, &stats) }()
+	for b.waiters.Load() == 0 { // the waiter has registered before we free space
+		time.Sleep(time.Millisecond)
+	}
+	b.release(2)
+	if err := <-got; err != nil {
+		t.Fatal(err)
+	}
+	if b.used.Load() != 3 || stats.bufferFullWaits.Load() != 2 {
+		t.Fatalf("used %d, waits %d", b.used.Load(), stats.bufferFullWaits.Load())
+	}
+	if err := b.acquire(ctx, 4, &stats); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("more than the whole budget must be refused at once, got %v", err)
+	}
+}
+
+func TestChunkSizeValidation(t *testing.T) {
+	s, err := NewSource("amqp://127.0.0.1/", "source-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.ChunkSize() != 1 {
+		t.Fatalf("default chunk size %d, want 1 as in the reference", s.ChunkSize())
+	}
+	if err := s.SetChunkSize(-1); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("negative: %v", err)
+	}
+	if err := s.SetChunkSize(ChunkSizeManual); err != nil || s.ChunkSize() != 0 {
+		t.Fatalf("manual: %v", err)
+	}
+	if err := s.SetChunkSize(10); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.MetricChunkSize("a.b"); n != 10 {
+		t.Fatalf("a metric created now takes the default: %d", n)
+	}
+	if err := s.SetMetricChunkSize("a.b", 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetMetricChunkSize("a.*", 5); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad name: %v", err)
+	}
+	if err := s.SetMetricChunkSize("a.c", -3); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("negative per metric: %v", err)
+	}
+	if n, _ := s.MetricChunkSize("a.b"); n != 5 {
+		t.Fatalf("per-metric chunk size %d", n)
+	}
+	if _, err := NewSource("amqp://127.0.0.1/", "source-test", WithChunkSize(-2)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("WithChunkSize(-2): %v", err)
+	}
+	if _, err := NewSource("amqp://127.0.0.1/", "source-test", WithMaxBufferedPoints(0)); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("WithMaxBufferedPoints(0): %v", err)
+	}
+}
+
+func TestCallsBeforeConnect(t *testing.T) {
+	s, err := NewSource("amqp://127.0.0.1/", "source-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := s.Send(ctx, "a.b", 1, 1); !errors.Is(err, ErrUndeclared) {
+		t.Fatalf("send before declare: %v", err)
+	}
+	if err := s.DeclareMetricList(ctx, []string{"a.b"}); !errors.Is(err, ErrStopped) {
+		t.Fatalf("declare before connect: %v", err)
+	}
+	if err := s.Flush(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("flush before connect: %v", err)
+	}
+	if _, err := NewSource("::bad", "source-test"); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("bad URL: %v", err)
+	}
+}

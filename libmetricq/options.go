@@ -28,13 +28,14 @@ const DefaultMaxBufferedPoints = 1 << 20
 const DefaultRPCTimeout = 60 * time.Second
 
 type options struct {
-	onConfig      ConfigHandler
-	task          Task
-	logger        *slog.Logger
-	chunkSize     int
-	maxBuffered   int
-	clientVersion string
-	rpcTimeout    time.Duration
+	onConfig         ConfigHandler
+	task             Task
+	logger           *slog.Logger
+	chunkSize        int
+	maxBuffered      int
+	clientVersion    string
+	rpcTimeout       time.Duration
+	reconnectTimeout time.Duration
 }
 
 // Option configures a Source.
@@ -99,6 +100,22 @@ func WithRPCTimeout(d time.Duration) Option {
 			return fmt.Errorf("%w: rpc timeout must be positive", ErrInvalid)
 		}
 		o.rpcTimeout = d
+		return nil
+	}
+}
+
+// DefaultReconnectTimeout is how long a source keeps trying to restore a
+// lost connection before it stops with ErrConnect: the reference's
+// management watchdog, applied to both connections.
+const DefaultReconnectTimeout = 10 * time.Minute
+
+// WithReconnectTimeout sets how long a lost connection may stay down.
+func WithReconnectTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: reconnect timeout must be positive", ErrInvalid)
+		}
+		o.reconnectTimeout = d
 		return nil
 	}
 }

@@ -60,6 +60,9 @@ type publisher struct {
 	// confirmed is told how many points the broker has taken, to free
 	// buffer space.
 	confirmed func(points int)
+	// After reconnectTimeout without a connection, fatal stops the source.
+	reconnectTimeout time.Duration
+	fatal            func(error)
 
 	mu           sync.Mutex
 	queue        []*chunk // sealed, not yet published
@@ -138,6 +141,19 @@ func (p *publisher) open(ctx context.Context) (*session, error) {
 			p.confirm(s, c)
 		}
 	}()
+	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
+	go func() {
+		for b := range blocked {
+			p.stats.blocked.Store(b.Active)
+			if b.Active {
+				p.stats.blockedEvents.Add(1)
+				p.log.Warn("broker blocks publishing (flow control): points stay buffered", "reason", b.Reason)
+			} else {
+				p.log.Info("broker unblocked publishing")
+			}
+		}
+		p.stats.blocked.Store(false)
+	}()
 	return s, nil
 }
 
@@ -167,14 +183,22 @@ func (p *publisher) run(s *session) {
 	defer close(p.done)
 	buf := make([]byte, 0, 64*1024)
 	backoff := 100 * time.Millisecond
+	var downSince time.Time
 	for {
 		if s == nil {
+			if downSince.IsZero() {
+				downSince = time.Now()
+			}
 			var err error
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			s, err = p.open(ctx)
 			cancel()
 			if err != nil {
 				p.setErr(err)
+				if time.Since(downSince) > p.reconnectTimeout {
+					p.fatal(fmt.Errorf("%w: data connection not restored within %v: %v", ErrConnect, p.reconnectTimeout, err))
+					return
+				}
 				p.log.Warn("data connection failed, retrying", "in", backoff, "error", err)
 				if !p.sleep(backoff) {
 					return
@@ -182,6 +206,7 @@ func (p *publisher) run(s *session) {
 				backoff = min(2*backoff, 5*time.Second)
 				continue
 			}
+			downSince = time.Time{}
 			p.stats.reconnects.Add(1)
 			p.log.Info("data connection restored")
 			backoff = 100 * time.Millisecond

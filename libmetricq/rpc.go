@@ -180,6 +180,13 @@ func (l *mgmtLink) lost(err error) {
 	close(l.done)
 }
 
+// err says why the link ended, nil while it is up.
+func (l *mgmtLink) err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lostErr
+}
+
 // close shuts the connection down and waits for the consumer goroutines.
 func (l *mgmtLink) close() {
 	l.mu.Lock()

@@ -40,7 +40,11 @@ type Source struct {
 	opts  options
 	log   *slog.Logger
 
-	mgmt   *mgmtLink
+	mgmtMu   sync.Mutex
+	mgmt     *mgmtLink     // the current management link; replaced on reconnect
+	mgmtNext chan struct{} // closed when mgmt is replaced
+	handlers map[string]rpcHandler
+
 	pub    *publisher
 	budget *pointBudget
 	stats  counters
@@ -59,6 +63,7 @@ type Source struct {
 	stopping  atomic.Bool // no new declarations or tasks
 	stopped   atomic.Bool // no new points; checked under each metric's lock
 
+	stopCh     chan struct{} // closed when Stop begins
 	taskCancel context.CancelFunc
 	taskDone   chan struct{}
 
@@ -78,7 +83,7 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 	if _, err := parseBrokerURL(url); err != nil {
 		return nil, err
 	}
-	o := options{chunkSize: 1, maxBuffered: DefaultMaxBufferedPoints, rpcTimeout: DefaultRPCTimeout}
+	o := options{chunkSize: 1, maxBuffered: DefaultMaxBufferedPoints, rpcTimeout: DefaultRPCTimeout, reconnectTimeout: DefaultReconnectTimeout}
 	for _, opt := range opts {
 		if opt == nil {
 			continue
@@ -98,15 +103,17 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 		budget:    newPointBudget(o.maxBuffered),
 		startTime: Now(),
 		done:      make(chan struct{}),
+		stopCh:    make(chan struct{}),
+		mgmtNext:  make(chan struct{}),
 		config:    []byte("{}"),
 	}
 	s.defaultChunkSize.Store(int64(o.chunkSize))
 	empty := map[string]*sourceMetric{}
 	s.metrics.Store(&empty)
-	s.mgmt = newMgmtLink(url, token, s.log, map[string]rpcHandler{
+	s.handlers = map[string]rpcHandler{
 		"discover": s.onDiscover,
 		"config":   s.onConfigRPC,
-	})
+	}
 	return s, nil
 }
 
@@ -141,10 +148,12 @@ func (s *Source) Connect(ctx context.Context) error {
 }
 
 func (s *Source) connect(ctx context.Context) error {
-	if err := s.mgmt.connect(ctx); err != nil {
+	link := newMgmtLink(s.url, s.token, s.log, s.handlers)
+	if err := link.connect(ctx); err != nil {
 		return err
 	}
-	reply, err := s.mgmt.call(ctx, "source.register", nil)
+	s.setLink(link)
+	reply, err := link.call(ctx, "source.register", nil)
 	if err != nil {
 		return err
 	}
@@ -160,6 +169,8 @@ func (s *Source) connect(ctx context.Context) error {
 		return err
 	}
 	s.pub = newPublisher(dataURL, exchange, s.token, s.log, &s.stats, s.budget.release)
+	s.pub.reconnectTimeout = s.opts.reconnectTimeout
+	s.pub.fatal = s.fail
 	if err := s.pub.start(ctx); err != nil {
 		s.pub = nil
 		return err
@@ -169,8 +180,11 @@ func (s *Source) connect(ctx context.Context) error {
 		if err := unmarshalNumbers(raw, &config); err != nil || config == nil {
 			return &RPCError{Function: "source.register", Message: "config is not a JSON object"}
 		}
-		return s.applyConfig(ctx, config, raw)
+		if err := s.applyConfig(ctx, config, raw); err != nil {
+			return err
+		}
 	}
+	go s.superviseMgmt(link)
 	return nil
 }
 
@@ -288,6 +302,15 @@ func (s *Source) fail(err error) {
 	}()
 }
 
+// stoppedErr is the error for calls on a stopped source: ErrStopped, and the
+// reason when the source stopped itself (a lost connection wraps ErrConnect).
+func (s *Source) stoppedErr() error {
+	if cause := s.Err(); cause != nil {
+		return fmt.Errorf("%w: %w", ErrStopped, cause)
+	}
+	return ErrStopped
+}
+
 // Done is closed when the source has stopped.
 func (s *Source) Done() <-chan struct{} { return s.done }
 
@@ -386,7 +409,7 @@ func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata
 	}
 	ctx, cancel := s.withRPCTimeout(ctx)
 	defer cancel()
-	if _, err := s.mgmt.call(ctx, "source.declare_metrics", map[string]any{"metrics": request}); err != nil {
+	if _, err := s.rpc(ctx, "source.declare_metrics", map[string]any{"metrics": request}); err != nil {
 		return fmt.Errorf("declare %d metrics: %w", len(request), err)
 	}
 	for _, m := range declaring {
@@ -424,7 +447,7 @@ func (s *Source) DeclaredMetrics() []string {
 // usable fails calls that need a running source.
 func (s *Source) usable() error {
 	if s.stopping.Load() {
-		return ErrStopped
+		return s.stoppedErr()
 	}
 	if s.pub == nil {
 		return fmt.Errorf("%w: not connected; call Connect first", ErrStopped)
@@ -484,7 +507,7 @@ func (s *Source) sendable(metric string) (*sourceMetric, error) {
 			return nil, err
 		}
 		if s.stopped.Load() {
-			return nil, ErrStopped
+			return nil, s.stoppedErr()
 		}
 		return nil, &MetricError{Metric: metric, Err: ErrUndeclared}
 	}
@@ -529,7 +552,7 @@ func (s *Source) Send(ctx context.Context, metric string, t Timestamp, value flo
 // admit checks, under m.mu, whether a point at time first may be added.
 func (s *Source) admit(m *sourceMetric, first int64) error {
 	if s.stopped.Load() {
-		return ErrStopped
+		return s.stoppedErr()
 	}
 	if !m.declared {
 		return &MetricError{Metric: m.name, Err: ErrUndeclared}
@@ -614,7 +637,7 @@ func (s *Source) sealAll() {
 // points stay buffered and are published later.
 func (s *Source) Flush(ctx context.Context) error {
 	if s.stopped.Load() {
-		return ErrStopped
+		return s.stoppedErr()
 	}
 	if err := s.usable(); err != nil {
 		return err
@@ -635,6 +658,7 @@ func (s *Source) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		defer close(s.done)
 		s.stopping.Store(true)
+		close(s.stopCh)
 		var errs []error
 		if s.taskCancel != nil {
 			s.taskCancel()
@@ -675,7 +699,9 @@ func (s *Source) shutdown() {
 	if s.pub != nil {
 		s.pub.close()
 	}
-	s.mgmt.close()
+	if link := s.link(); link != nil {
+		link.close()
+	}
 }
 
 // Stats returns the source's counters.
@@ -691,5 +717,7 @@ func (s *Source) Stats() Stats {
 		Reconnects:      s.stats.reconnects.Load(),
 		PublishErrors:   s.stats.publishErrors.Load(),
 		BufferFullWaits: s.stats.bufferFullWaits.Load(),
+		BlockedEvents:   s.stats.blockedEvents.Load(),
+		Blocked:         s.stats.blocked.Load(),
 	}
 }

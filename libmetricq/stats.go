@@ -19,12 +19,16 @@ type Stats struct {
 	Reconnects      uint64 // data connections restored after a failure
 	PublishErrors   uint64 // failed publishes and broker nacks
 	BufferFullWaits uint64 // Sends that had to wait for buffer space
+	BlockedEvents   uint64 // times the broker blocked publishing (connection.blocked)
+	Blocked         bool   // the broker blocks publishing right now
 }
 
 type counters struct {
 	pointsAccepted, pointsPublished, pointsConfirmed atomic.Uint64
 	chunksPublished, chunksConfirmed, bytesPublished atomic.Uint64
 	reconnects, publishErrors, bufferFullWaits       atomic.Uint64
+	blockedEvents                                    atomic.Uint64
+	blocked                                          atomic.Bool
 }
 
 // pointBudget bounds the points a source holds. The fast path is one atomic

@@ -233,6 +233,8 @@ func (p *publisher) run(s *session) {
 		p.inflight = append(p.inflight, c)
 		p.mu.Unlock()
 
+		// c may be confirmed and recycled as soon as Publish has sent it.
+		points := len(c.times)
 		buf = appendDataChunk(buf[:0], c.times, c.values)
 		err := s.ch.Publish(p.exchange, c.metric, false, false, amqp.Publishing{
 			DeliveryMode: amqp.Transient,
@@ -247,7 +249,7 @@ func (p *publisher) run(s *session) {
 			continue
 		}
 		p.stats.chunksPublished.Add(1)
-		p.stats.pointsPublished.Add(uint64(len(c.times)))
+		p.stats.pointsPublished.Add(uint64(points))
 		p.stats.bytesPublished.Add(uint64(len(buf)))
 	}
 }

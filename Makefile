@@ -11,8 +11,11 @@ TEST_TIMEOUT ?= 15m
 
 all: build
 
-build:
+build: lib
 	$(GO) build ./...
+
+# The C library (lib, install, examples-c, check-symbols, test-c).
+include mk/capi.mk
 
 vet:
 	$(GO) vet ./...
@@ -25,13 +28,13 @@ venv:
 	scripts/ensure-tools.sh venv
 
 # Every test, against one throw-away vhost per run.
-test: vet broker venv
+test: vet broker venv lib check-symbols
 	scripts/with-vhost.sh $(MAKE) --no-print-directory test-go
 
 # Go tests, including the interoperability tests that run the reference
 # Python metricq from .venv; needs METRICQ_TEST_URL (see scripts/with-vhost.sh).
 test-go:
-	METRICQ_PYTHON=$(VENV)/bin/python $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	LIBMETRICQ_BUILD=$(CURDIR)/$(CAPI_BUILD) METRICQ_PYTHON=$(VENV)/bin/python $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # Regenerates libmetricq/pb/datachunk.pb.go from its .proto.
 proto:
@@ -41,3 +44,4 @@ proto:
 
 clean:
 	rm -rf build .tools
+

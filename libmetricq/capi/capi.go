@@ -1,0 +1,548 @@
+// Command capi is libmetricq's C shared library (go build
+// -buildmode=c-shared; see mk/capi.mk). The exported functions implement
+// include/metricq.h. They only convert arguments and dispatch to
+// libmetricq/syncsource, which holds the logic; helpers.c holds the C side
+// (thread-local error text, callbacks).
+//
+// Rules every export keeps: it recovers panics (MQ_ERR_INTERNAL, with the
+// text in mq_last_error), it looks the handle up in a table so that a freed
+// or forged handle is MQ_ERR_INVALID, and on failure it sets the calling
+// thread's mq_last_error (an exported function runs on the calling C
+// thread) from a text without the URL's password.
+//
+// Handles, user pointers and function pointers cross the boundary as
+// uintptr_t: Go never holds a foreign value in a pointer-typed variable,
+// which the garbage collector could take for a bad Go pointer.
+package main
+
+/*
+#cgo CFLAGS: -I${SRCDIR}/../../include -O2 -Wall -Wextra
+#include <stdlib.h>
+#include <string.h>
+#include "capi_internal.h"
+*/
+import "C"
+
+import (
+	"fmt"
+	"log/slog"
+	"math"
+	"unsafe"
+
+	"github.com/libmetricq/libmetricq/libmetricq"
+	"github.com/libmetricq/libmetricq/libmetricq/syncsource"
+)
+
+func main() {}
+
+var handles syncsource.Handles
+
+var errBadHandle = fmt.Errorf("%w: invalid source handle (NULL, freed or never created)", libmetricq.ErrInvalid)
+
+// versionText lives as long as the library.
+var versionText = C.CString(libmetricq.VersionString)
+
+// setLastError sets the calling thread's mq_last_error.
+func setLastError(text string) {
+	if text == "" {
+		C.libmq_set_error(nil, 0)
+		return
+	}
+	C.libmq_set_error((*C.char)(unsafe.Pointer(unsafe.StringData(text))), C.size_t(len(text)))
+}
+
+// fail records err for mq_last_error and returns its status. s (may be
+// nil) redacts its URL's password.
+func fail(s *syncsource.Source, err error) C.int {
+	if s != nil {
+		setLastError(s.ErrorText(err))
+	} else {
+		setLastError(err.Error())
+	}
+	return C.int(syncsource.Status(err))
+}
+
+// recoverStatus turns a panic in an export into MQ_ERR_INTERNAL.
+func recoverStatus(status *C.int) {
+	if r := recover(); r != nil {
+		*status = C.int(syncsource.StatusIntern)
+		setLastError(syncsource.PanicError(r).Error())
+	}
+}
+
+func recoverVoid() {
+	if r := recover(); r != nil {
+		setLastError(syncsource.PanicError(r).Error())
+	}
+}
+
+func lookup(src C.uintptr_t) *syncsource.Source { return handles.Lookup(uintptr(src)) }
+
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{libmetricq.ErrInvalid}, args...)...)
+}
+
+// borrowName views a C metric name as a Go string without copying: valid
+// only during the call. Only the send path uses it (the core looks the
+// name up and formats errors with it, both before the call returns). A name
+// that has no NUL within 256 bytes is too long, and is not read further.
+func borrowName(p *C.char) (string, error) {
+	if p == nil {
+		return "", invalidf("metric name is NULL")
+	}
+	base := unsafe.Pointer(p)
+	n := 0
+	for n <= libmetricq.MaxNameLength && *(*byte)(unsafe.Add(base, n)) != 0 {
+		n++
+	}
+	if n > libmetricq.MaxNameLength {
+		return "", invalidf("bad metric name: longer than %d bytes", libmetricq.MaxNameLength)
+	}
+	return unsafe.String((*byte)(base), n), nil
+}
+
+// copyString copies a C string; what names the argument in errors.
+func copyString(p *C.char, what string) (string, error) {
+	if p == nil {
+		return "", invalidf("%s is NULL", what)
+	}
+	return C.GoString(p), nil
+}
+
+// copyBytes copies a C string's bytes; nil for NULL.
+func copyBytes(p *C.char) ([]byte, error) {
+	if p == nil {
+		return nil, nil
+	}
+	n := C.strlen(p)
+	if n > math.MaxInt32 {
+		return nil, invalidf("string of %d bytes is too long", uint64(n))
+	}
+	return C.GoBytes(unsafe.Pointer(p), C.int(n)), nil
+}
+
+//export mq_version
+func mq_version() *C.char { return versionText }
+
+//export mq_source_create
+func mq_source_create(url, token *C.char) (h C.uintptr_t) {
+	defer recoverVoid()
+	s, err := create(url, token)
+	if err != nil {
+		return 0
+	}
+	return C.uintptr_t(handles.Register(s))
+}
+
+func create(url, token *C.char) (*syncsource.Source, error) {
+	u, err := copyString(url, "url")
+	if err != nil {
+		fail(nil, err)
+		return nil, err
+	}
+	t, err := copyString(token, "token")
+	if err != nil {
+		fail(nil, err)
+		return nil, err
+	}
+	s, err := syncsource.New(u, t)
+	if err != nil {
+		setLastError(syncsource.RedactPassword(u, err.Error()))
+		return nil, err
+	}
+	return s, nil
+}
+
+//export mq_source_new
+func mq_source_new(url, token *C.char, timeout C.double) (h C.uintptr_t) {
+	defer recoverVoid()
+	d, err := syncsource.Timeout(float64(timeout))
+	if err != nil {
+		fail(nil, err)
+		return 0
+	}
+	s, err := create(url, token)
+	if err != nil {
+		return 0
+	}
+	id := handles.Register(s)
+	if err := s.Connect(d); err != nil {
+		fail(s, err)
+		handles.Release(id)
+		s.Close(false, false)
+		return 0
+	}
+	return C.uintptr_t(id)
+}
+
+//export mq_source_connect
+func mq_source_connect(src C.uintptr_t, timeout C.double) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	d, err := syncsource.Timeout(float64(timeout))
+	if err != nil {
+		return fail(s, err)
+	}
+	if err := s.Connect(d); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_set_max_buffered
+func mq_source_set_max_buffered(src C.uintptr_t, points C.int64_t) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	if err := s.SetMaxBuffered(int64(points)); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_declare
+func mq_source_declare(src C.uintptr_t, metric, metadataJSON *C.char, timeout C.double) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	d, err := syncsource.Timeout(float64(timeout))
+	if err != nil {
+		return fail(s, err)
+	}
+	name, err := copyString(metric, "metric name")
+	if err != nil {
+		return fail(s, err)
+	}
+	text, err := copyBytes(metadataJSON)
+	if err != nil {
+		return fail(s, err)
+	}
+	md, err := syncsource.ParseMetadata(text)
+	if err != nil {
+		return fail(s, err)
+	}
+	if err := s.Declare(map[string]libmetricq.Metadata{name: md}, d); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_declare_many
+func mq_source_declare_many(src C.uintptr_t, metricsJSON *C.char, timeout C.double) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	d, err := syncsource.Timeout(float64(timeout))
+	if err != nil {
+		return fail(s, err)
+	}
+	if metricsJSON == nil {
+		return fail(s, invalidf("metrics JSON is NULL"))
+	}
+	text, err := copyBytes(metricsJSON)
+	if err != nil {
+		return fail(s, err)
+	}
+	metrics, err := syncsource.ParseMetricSet(text)
+	if err != nil {
+		return fail(s, err)
+	}
+	if err := s.Declare(metrics, d); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_set_chunk_size
+func mq_source_set_chunk_size(src C.uintptr_t, metric *C.char, chunkSize C.int64_t) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	var name *string
+	if metric != nil {
+		n := C.GoString(metric)
+		name = &n
+	}
+	if err := s.SetChunkSize(name, int64(chunkSize)); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_send
+func mq_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, value C.double, timeout C.double) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	d, err := syncsource.Timeout(float64(timeout))
+	if err != nil {
+		return fail(s, err)
+	}
+	name, err := borrowName(metric)
+	if err != nil {
+		return fail(s, err)
+	}
+	if err := s.Send(name, int64(timeNs), float64(value), d); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+// maxBatch bounds count before it becomes a slice length.
+const maxBatch = 1 << 40
+
+//export mq_source_send_batch
+func mq_source_send_batch(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, timeout C.double) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	d, err := syncsource.Timeout(float64(timeout))
+	if err != nil {
+		return fail(s, err)
+	}
+	name, err := borrowName(metric)
+	if err != nil {
+		return fail(s, err)
+	}
+	if count > maxBatch {
+		return fail(s, invalidf("batch of %d points is too large", uint64(count)))
+	}
+	if count > 0 && (timeNs == nil || values == nil) {
+		return fail(s, invalidf("time_ns or values is NULL"))
+	}
+	var times []libmetricq.Timestamp
+	var vals []float64
+	if count > 0 {
+		times = unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
+		vals = unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
+	}
+	if err := s.SendBatch(name, times, vals, d); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_flush
+func mq_source_flush(src C.uintptr_t, timeout C.double) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	d, err := syncsource.Timeout(float64(timeout))
+	if err != nil {
+		return fail(s, err)
+	}
+	if err := s.Flush(d); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_config
+func mq_source_config(src C.uintptr_t, buf *C.char, size C.size_t) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	if buf == nil && size > 0 {
+		return fail(s, invalidf("buf is NULL but size is %d", uint64(size)))
+	}
+	text, err := s.Config()
+	if err != nil {
+		return fail(s, err)
+	}
+	if len(text) > math.MaxInt32 {
+		return fail(s, fmt.Errorf("%w: configuration of %d bytes does not fit an int", syncsource.ErrInternal, len(text)))
+	}
+	if size > 0 {
+		n := min(uint64(len(text)), uint64(size)-1)
+		out := unsafe.Slice((*byte)(unsafe.Pointer(buf)), n+1)
+		copy(out, text[:n])
+		out[n] = 0
+	}
+	return C.int(len(text))
+}
+
+//export mq_source_stop
+func mq_source_stop(src C.uintptr_t, timeout C.double) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	d, err := syncsource.Timeout(float64(timeout))
+	if err != nil {
+		return fail(s, err)
+	}
+	if C.libmq_in_config() == src {
+		return fail(s, invalidf("mq_source_stop called from the source's configuration hook: it would wait for the hook; return non-zero from the hook, or stop from another thread"))
+	}
+	if err := s.Stop(d, C.libmq_in_update() == src); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_free
+func mq_source_free(src C.uintptr_t) {
+	defer recoverVoid()
+	if src == 0 {
+		return
+	}
+	s := handles.Release(uintptr(src))
+	if s == nil {
+		setLastError(errBadHandle.Error())
+		return
+	}
+	s.Close(C.libmq_in_update() == src, C.libmq_in_config() == src)
+}
+
+//export mq_source_set_config_handler
+func mq_source_set_config_handler(src C.uintptr_t, fn C.uintptr_t, user C.uintptr_t) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	if fn == 0 {
+		s.SetConfigHook(nil)
+		return 0
+	}
+	s.SetConfigHook(func(config []byte) int {
+		text := C.CString(string(config))
+		defer C.free(unsafe.Pointer(text))
+		return int(C.libmq_call_config(fn, src, text, user))
+	})
+	return 0
+}
+
+//export mq_source_run_interval
+func mq_source_run_interval(src C.uintptr_t, period C.double, fn C.uintptr_t, user C.uintptr_t) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	if fn == 0 {
+		return fail(s, invalidf("update function is NULL"))
+	}
+	err := s.RunInterval(float64(period), func() int {
+		return int(C.libmq_call_update(fn, src, user))
+	})
+	if err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_set_period
+func mq_source_set_period(src C.uintptr_t, period C.double) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	if err := s.SetPeriod(float64(period)); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+//export mq_source_stats
+func mq_source_stats(src C.uintptr_t, out unsafe.Pointer, size C.size_t) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	if out == nil {
+		return fail(s, invalidf("stats is NULL"))
+	}
+	st := s.Stats()
+	var blocked uint64
+	if st.Blocked {
+		blocked = 1
+	}
+	values := [C.LIBMQ_STATS_FIELDS]C.uint64_t{
+		C.uint64_t(st.PointsAccepted), C.uint64_t(st.PointsPublished), C.uint64_t(st.PointsConfirmed),
+		C.uint64_t(st.ChunksPublished), C.uint64_t(st.ChunksConfirmed), C.uint64_t(st.BytesPublished),
+		C.uint64_t(st.BufferedPoints), C.uint64_t(st.Reconnects), C.uint64_t(st.PublishErrors),
+		C.uint64_t(st.BufferFullWaits), C.uint64_t(st.BlockedEvents), C.uint64_t(blocked),
+	}
+	C.libmq_fill_stats(out, size, &values[0])
+	return 0
+}
+
+// Log levels of the C API (MQ_LOG_*).
+const (
+	logDebug = 10
+	logInfo  = 20
+	logWarn  = 30
+	logError = 40
+	logOff   = 100
+)
+
+func cLevel(l slog.Level) C.int {
+	switch {
+	case l < slog.LevelInfo:
+		return logDebug
+	case l < slog.LevelWarn:
+		return logInfo
+	case l < slog.LevelError:
+		return logWarn
+	}
+	return logError
+}
+
+//export mq_set_log_handler
+func mq_set_log_handler(fn C.uintptr_t, user C.uintptr_t) {
+	defer recoverVoid()
+	if fn == 0 {
+		syncsource.SetLogHook(nil)
+		return
+	}
+	syncsource.SetLogHook(func(level slog.Level, line string) {
+		text := C.CString(line)
+		defer C.free(unsafe.Pointer(text))
+		C.libmq_call_log(fn, cLevel(level), text, user)
+	})
+}
+
+//export mq_set_log_level
+func mq_set_log_level(level C.int) (status C.int) {
+	defer recoverStatus(&status)
+	var l slog.Level
+	switch level {
+	case logDebug:
+		l = slog.LevelDebug
+	case logInfo:
+		l = slog.LevelInfo
+	case logWarn:
+		l = slog.LevelWarn
+	case logError:
+		l = slog.LevelError
+	case logOff:
+		l = syncsource.LevelOff
+	default:
+		return fail(nil, invalidf("log level %d: use MQ_LOG_DEBUG, _INFO, _WARN, _ERROR or _OFF", int(level)))
+	}
+	syncsource.SetLogLevel(l)
+	return 0
+}

@@ -1,0 +1,31 @@
+/* Internal helpers of the cgo layer, implemented in helpers.c. Only basic
+   types here: this text is copied into cgo's generated export header, which
+   must not see metricq.h (its prototypes say "const char *" where cgo's say
+   "char *"). */
+#ifndef LIBMETRICQ_CAPI_INTERNAL_H
+#define LIBMETRICQ_CAPI_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LIBMQ_HIDDEN __attribute__((visibility("hidden")))
+
+/* Sets this thread's mq_last_error() to msg[0:n] (cut at 1023 bytes, on a
+   UTF-8 boundary). */
+LIBMQ_HIDDEN void libmq_set_error(const char *msg, size_t n);
+
+/* Call user callbacks, and record on this thread which source's update or
+   configuration hook is running, so that mq_source_stop and mq_source_free
+   can tell they are called from inside it. */
+LIBMQ_HIDDEN int libmq_call_update(uintptr_t fn, uintptr_t src, uintptr_t user);
+LIBMQ_HIDDEN int libmq_call_config(uintptr_t fn, uintptr_t src, const char *json,
+                                   uintptr_t user);
+LIBMQ_HIDDEN void libmq_call_log(uintptr_t fn, int level, const char *msg, uintptr_t user);
+LIBMQ_HIDDEN uintptr_t libmq_in_update(void);
+LIBMQ_HIDDEN uintptr_t libmq_in_config(void);
+
+/* Copies the counters (mq_stats field order) into out, at most size bytes. */
+#define LIBMQ_STATS_FIELDS 12
+LIBMQ_HIDDEN void libmq_fill_stats(void *out, size_t size, const uint64_t *values);
+
+#endif

@@ -45,3 +45,17 @@ proto:
 clean:
 	rm -rf build .tools
 
+# The main job in one command: RabbitMQ (installed when missing and run as
+# root), the local manager, the example sources of every language and a live
+# view of what arrives, in the terminal and at http://127.0.0.1:8080/, for
+# DEMO_SECONDS (default 20) or until Ctrl-C; then points sent vs received per
+# metric. See scripts/demo.sh for the other DEMO_* settings.
+.PHONY: demo test-demo
+demo:
+	scripts/demo.sh
+
+# The demo for a few seconds and the browser view in headless Chromium (also
+# part of test-go); the screenshot lands in build/test-artifacts/watch.png.
+test-demo: broker
+	scripts/ensure-tools.sh chromium
+	scripts/with-vhost.sh $(GO) test -race -count=1 -run 'TestDemo|TestWatchBrowser' ./libmetricq/cmd/metricq-manager

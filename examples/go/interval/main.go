@@ -1,8 +1,12 @@
 // Command interval is a MetricQ IntervalSource: every period it reads this
-// machine's load average and free memory from /proc and sends them. The
-// period comes from the manager's configuration ("rate" in Hz), 1 s if unset.
+// machine's load average and free memory from /proc and sends them, with a
+// 0.1 Hz sine. The period comes from the manager's configuration ("rate" in
+// Hz), 1 s if unset. SIGINT or SIGTERM stop it.
 //
 //	go run ./examples/go/interval -url amqp://guest:guest@127.0.0.1/
+//
+// When $METRICQ_DEMO_REPORT names a file, it writes "<metric> <points sent>"
+// lines there at the end (scripts/demo.sh compares them with what arrived).
 package main
 
 import (
@@ -10,10 +14,12 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/libmetricq/libmetricq/libmetricq"
@@ -25,8 +31,12 @@ func main() {
 	prefix := flag.String("prefix", "example.go.sysinfo", "metric name prefix")
 	flag.Parse()
 
-	load, memory := *prefix+".load1", *prefix+".mem_available"
-	var src *libmetricq.IntervalSource
+	load, memory, sine := *prefix+".load1", *prefix+".mem_available", *prefix+".sine"
+	var (
+		src    *libmetricq.IntervalSource
+		sentMu sync.Mutex
+		sent   = map[string]uint64{}
+	)
 	update := func(ctx context.Context, s *libmetricq.IntervalSource) error {
 		now := libmetricq.Now()
 		l, err := readLoad()
@@ -37,10 +47,16 @@ func main() {
 		if err != nil {
 			return err
 		}
-		if err := s.Send(ctx, load, now, l); err != nil {
-			return err
+		values := map[string]float64{load: l, memory: m, sine: math.Sin(2 * math.Pi * 0.1 * now.PosixSeconds())}
+		for metric, v := range values {
+			if err := s.Send(ctx, metric, now, v); err != nil {
+				return err
+			}
+			sentMu.Lock()
+			sent[metric]++
+			sentMu.Unlock()
 		}
-		return s.Send(ctx, memory, now, m)
+		return nil
 	}
 	onConfig := func(ctx context.Context, s *libmetricq.Source, config map[string]any) error {
 		rate := 1.0
@@ -58,6 +74,7 @@ func main() {
 		return s.DeclareMetrics(ctx, map[string]libmetricq.Metadata{
 			load:   {"unit": "", "rate": rate, "interval": period.PreciseString(), "description": "1-minute load average", "scope": "last"},
 			memory: {"unit": "B", "rate": rate, "interval": period.PreciseString(), "description": "available memory", "scope": "point"},
+			sine:   {"unit": "", "rate": rate, "interval": period.PreciseString(), "description": "a 0.1 Hz sine wave", "scope": "point"},
 		})
 	}
 	var err error
@@ -67,9 +84,29 @@ func main() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	if err := src.Run(ctx); err != nil {
+	err = src.Run(ctx) // on SIGINT/SIGTERM: stops, publishing what is buffered
+	sentMu.Lock()
+	if rerr := writeReport(sent); rerr != nil {
+		log.Print(rerr)
+	}
+	sentMu.Unlock()
+	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// writeReport writes "<metric> <points sent>" lines to $METRICQ_DEMO_REPORT,
+// if set.
+func writeReport(sent map[string]uint64) error {
+	path := os.Getenv("METRICQ_DEMO_REPORT")
+	if path == "" {
+		return nil
+	}
+	var report []byte
+	for metric, n := range sent {
+		report = fmt.Appendf(report, "%s %d\n", metric, n)
+	}
+	return os.WriteFile(path, report, 0o644)
 }
 
 func readLoad() (float64, error) {

@@ -1,16 +1,15 @@
 // Command metricq-manager runs a local MetricQ manager for development and
-// tests (needs only RabbitMQ), and tails metrics through it.
+// tests (needs only RabbitMQ), and tails or watches metrics through it.
 //
 //	metricq-manager [flags] [URL]
-//	metricq-manager tail [-token T] [-n COUNT] [-timeout D] [-json] URL METRIC...
+//	metricq-manager tail [-token T] [-n COUNT] [-timeout D] [-json] [-http ADDR] URL METRIC...
+//	metricq-manager watch [-duration D] [-http ADDR] [-summary FILE] [-reports DIR] URL [METRIC...]
 //
 // URL defaults to $METRICQ_URL, else amqp://guest:guest@127.0.0.1:5672/.
 package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -37,6 +36,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "tail" {
 		return runTail(args[1:], stdout, stderr)
 	}
+	if len(args) > 0 && args[0] == "watch" {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return runWatch(ctx, args[1:], stdout, stderr)
+	}
 	return runManager(args, stderr)
 }
 
@@ -59,8 +63,11 @@ func runManager(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, `Usage:
   metricq-manager [flags] [URL]
       run a local MetricQ manager until SIGINT/SIGTERM
-  metricq-manager tail [-token T] [-n COUNT] [-timeout D] [-json] URL METRIC...
+  metricq-manager tail [-token T] [-n COUNT] [-timeout D] [-json] [-http ADDR] URL METRIC...
       subscribe through the manager and print the data points
+  metricq-manager watch [-duration D] [-http ADDR] [-summary FILE] [-reports DIR] URL [METRIC...]
+      subscribe through the manager and show per metric the count, rate and
+      latest value, live; with -http also in the browser (see watch -h)
 
 URL defaults to $METRICQ_URL, else %s
 
@@ -127,8 +134,9 @@ func runTail(args []string, stdout, stderr io.Writer) int {
 	count := fs.Int("n", 0, "exit after COUNT points (0: run until interrupted)")
 	timeout := fs.Duration("timeout", 0, "give up after this long (0: no limit); with -n, not reaching COUNT in time is an error")
 	asJSON := fs.Bool("json", false, `print one JSON object per point: {"metric":…,"time":<ns>,"value":…}`)
+	httpAddr := fs.String("http", "", "also serve the browser view of watch on `[HOST]:PORT` (host defaults to 127.0.0.1)")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: metricq-manager tail [-token T] [-n COUNT] [-timeout D] [-json] URL METRIC...\n"+
+		fmt.Fprintf(stderr, "Usage: metricq-manager tail [-token T] [-n COUNT] [-timeout D] [-json] [-http ADDR] URL METRIC...\n"+
 			"Subscribes through the MetricQ manager (one must run) and prints each point as\n"+
 			"  <metric> <RFC3339Nano time> <value>\n"+
 			"METRIC is an AMQP topic binding key: \"#\" is everything.\n\nFlags:\n")
@@ -149,11 +157,15 @@ func runTail(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "metricq-manager tail: -n must not be negative")
 		return 2
 	}
+	if *httpAddr != "" {
+		if _, err := listenAddress(*httpAddr); err != nil {
+			fmt.Fprintf(stderr, "metricq-manager tail: %v\n", err)
+			return 2
+		}
+	}
 	url, metrics := fs.Arg(0), fs.Args()[1:]
 	if *token == "" {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		*token = "sink-metricq-tail." + hex.EncodeToString(b[:])
+		*token = randomToken("sink-metricq-tail.")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -170,6 +182,15 @@ func runTail(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer sub.Close()
+	var mon *monitor
+	if *httpAddr != "" {
+		if mon, err = startMonitor(url, *token, metrics, *httpAddr, "metricq-manager tail", log, stderr); err != nil {
+			fmt.Fprintf(stderr, "metricq-manager tail: %v\n", err)
+			return 1
+		}
+		defer mon.close()
+		fmt.Fprintf(stderr, "metricq-manager tail: live view at %s\n", mon.web.URL())
+	}
 
 	seen := 0
 	enc := json.NewEncoder(stdout)
@@ -179,6 +200,9 @@ func runTail(args []string, stdout, stderr io.Writer) int {
 			if !ok {
 				fmt.Fprintf(stderr, "metricq-manager tail: %v\n", sub.Err())
 				return 1
+			}
+			if mon != nil {
+				mon.add(chunk.Metric, chunk.Points)
 			}
 			for _, p := range chunk.Points {
 				if *asJSON {

@@ -28,7 +28,7 @@ venv:
 	scripts/ensure-tools.sh venv
 
 # Every test, against one throw-away vhost per run.
-test: vet broker venv lib check-symbols
+test: vet broker venv lib check-symbols examples-c
 	scripts/with-vhost.sh $(MAKE) --no-print-directory test-go
 
 # Go tests, including the interoperability tests that run the reference

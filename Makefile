@@ -16,6 +16,10 @@ build: lib
 
 # The C library (lib, install, examples-c, check-symbols, test-c).
 include mk/capi.mk
+# C++, Fortran, CMake package (fortran-lib, install-bindings, examples-cpp,
+# examples-fortran, cpp-test, fortran-test, test-install, test-bindings).
+include mk/bindings.mk
+install: install-bindings
 
 vet:
 	$(GO) vet ./...
@@ -28,7 +32,7 @@ venv:
 	scripts/ensure-tools.sh venv
 
 # Every test, against one throw-away vhost per run.
-test: vet broker venv lib check-symbols examples-c
+test: vet broker venv lib check-symbols examples-c fortran-lib
 	scripts/with-vhost.sh $(MAKE) --no-print-directory test-go
 
 # Go tests, including the interoperability tests that run the reference

@@ -3,8 +3,12 @@
 #
 # Usage: scripts/ensure-tools.sh TOOL...
 #   gfortran   GNU Fortran compiler            (Debian package gfortran; root)
+#   g++        GNU C++ compiler, as c++        (Debian package g++; root)
+#   cmake      CMake                           (Debian package cmake; root)
+#   pkg-config pkg-config                      (Debian package pkg-config; root)
 #   protoc     protobuf compiler               (Debian package protobuf-compiler; root)
 #   chromium   headless browser                (Debian package chromium; root)
+#   gnuplot    plotting, for `make bench`      (Debian package gnuplot-nox; root)
 #   venv       Python virtualenv .venv/ at the repo root with
 #              tests/python-requirements.txt installed (metricq, pytest, numpy);
 #              skipped while .venv/.stamp-<hash of that file> exists.
@@ -61,8 +65,12 @@ ensure_venv() {
 for tool; do
 	case $tool in
 	gfortran) ensure_cmd gfortran gfortran ;;
+	g++) ensure_cmd c++ g++ ;;
+	cmake) ensure_cmd cmake cmake ;;
+	pkg-config) ensure_cmd pkg-config pkg-config ;;
 	protoc) ensure_cmd protoc protobuf-compiler ;;
 	chromium) ensure_cmd chromium chromium ;;
+	gnuplot) ensure_cmd gnuplot gnuplot-nox ;;
 	venv) ensure_venv ;;
 	*) usage ;;
 	esac

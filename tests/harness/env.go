@@ -1,0 +1,281 @@
+// Package harness runs libmetricq's binding test programs (C++, Fortran,
+// installed examples) against a real broker and a local MetricQ manager.
+//
+// A test starts an Env (the manager with the configurations it needs and a
+// sink subscribed to every metric), runs a test program with RunProgram
+// and checks what the sink received. The program speaks the line protocol
+// of tests/c/check.h on stdout:
+//
+//	@@ point   METRIC T V                one point, in order (V: Go float syntax, e.g. C's %a)
+//	@@ seq     METRIC N T0 DT V0 DV      N points (T0+i*DT, V0+i*DV), in order
+//	@@ between METRIC TMIN TMAX V        one point with TMIN <= time <= TMAX (a point stamped "now")
+//	@@ chunks  METRIC exact N1,N2,...    the sizes of the messages, in order
+//	@@ chunks  METRIC max N              every message holds 1..N points
+//	@@ config  TOKEN JSON                request: the manager sends a "config" RPC;
+//	                                     answered on stdin with "ok" or "error TEXT"
+//	@@ discover TOKEN                    request: the manager broadcasts discover;
+//	                                     answered "ok" if TOKEN answered alive, else "fail TEXT"
+//	@@ done                              the last line
+//
+// Every other line (and stderr) goes to the test log. Verify then checks
+// that each metric named got exactly these points, once each, in order,
+// chunked as said, and that no other metric with the program's prefix got
+// data.
+//
+// The library is built with make (mk/capi.mk lib, mk/bindings.mk
+// fortran-lib) unless LIBMETRICQ_BUILD names a build directory holding
+// lib/ (and fortran/). Concurrent test binaries serialise their make runs
+// with a lock file in the build directory.
+//
+// Locks: tests/ cannot import libmetricq/internal/testenv, so this package
+// keeps its two locks, on the same files: a shared lock on
+// $TMPDIR/libmetricq-broker.lock while the broker is in use, and the
+// exclusive vhost lock (testenv.ExclusiveVhost) before a manager starts.
+package harness
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// EnvURL names the test broker's URL (scripts/with-vhost.sh sets it).
+const EnvURL = "METRICQ_TEST_URL"
+
+// Root is the repository root (the directory holding go.mod).
+func Root(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}
+
+// Run runs name with args in dir (env added to the environment) and
+// returns its combined output, failing the test on an error.
+func Run(t testing.TB, dir string, env []string, name string, args ...string) string {
+	t.Helper()
+	out, err := RunErr(dir, env, name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// RunErr is Run returning the failure (for goroutines other than the
+// test's); the error holds the command and its output.
+func RunErr(dir string, env []string, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+var (
+	buildMu   sync.Mutex
+	buildDone = map[string]bool{}
+)
+
+// BuildDir is the build directory: LIBMETRICQ_BUILD, else <root>/build.
+func BuildDir(t testing.TB) string {
+	t.Helper()
+	if dir := os.Getenv("LIBMETRICQ_BUILD"); dir != "" {
+		return dir
+	}
+	return filepath.Join(Root(t), "build")
+}
+
+// MakeVars are the make variables that point mk/capi.mk and mk/bindings.mk
+// at LIBMETRICQ_BUILD, when set.
+func MakeVars() []string {
+	if dir := os.Getenv("LIBMETRICQ_BUILD"); dir != "" {
+		return []string{"CAPI_BUILD=" + dir}
+	}
+	return nil
+}
+
+// Make runs make -f makefile targets... in the repository root, holding
+// the build lock, at most once per process for the same arguments.
+func Make(t testing.TB, makefile string, args ...string) {
+	t.Helper()
+	key := makefile + " " + strings.Join(args, " ")
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDone[key] {
+		return
+	}
+	root, dir := Root(t), BuildDir(t)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".make.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
+	margs := append([]string{"--no-print-directory", "-f", makefile}, args...)
+	margs = append(margs, MakeVars()...)
+	Run(t, root, nil, "make", margs...)
+	buildDone[key] = true
+}
+
+// BuildLib builds the C library (unless LIBMETRICQ_BUILD is set) and
+// returns the build directory.
+func BuildLib(t testing.TB) string {
+	t.Helper()
+	if os.Getenv("LIBMETRICQ_BUILD") == "" {
+		Make(t, "mk/capi.mk", "lib")
+	}
+	return BuildDir(t)
+}
+
+// BuildFortran builds the Fortran module and libmetricq_fortran.a (and the
+// C library) and returns the build directory.
+func BuildFortran(t testing.TB) string {
+	t.Helper()
+	BuildLib(t)
+	Make(t, "mk/bindings.mk", "fortran-lib")
+	return BuildDir(t)
+}
+
+// The locks shared with libmetricq/internal/testenv.
+var locks struct {
+	mu         sync.Mutex
+	broker     *os.File
+	shared     bool
+	vhostOnce  sync.Once
+	vhost      *os.File // kept reachable: its finalizer would drop the lock
+	vhostError error
+}
+
+// BrokerURL is the test broker's URL; the test fails (it does not skip)
+// when METRICQ_TEST_URL is unset. It takes the shared broker lock for the
+// rest of the process.
+func BrokerURL(t testing.TB) string {
+	t.Helper()
+	u := os.Getenv(EnvURL)
+	if u == "" {
+		t.Fatalf("%s is not set: this test needs RabbitMQ. Run it through scripts/with-vhost.sh "+
+			"(e.g. scripts/with-vhost.sh make -f mk/bindings.mk cpp-test)", EnvURL)
+	}
+	locks.mu.Lock()
+	defer locks.mu.Unlock()
+	if !locks.shared {
+		if locks.broker == nil {
+			f, err := os.OpenFile(filepath.Join(os.TempDir(), "libmetricq-broker.lock"), os.O_CREATE|os.O_RDWR, 0o666)
+			if err != nil {
+				t.Fatalf("broker lock: %v", err)
+			}
+			locks.broker = f
+		}
+		if err := syscall.Flock(int(locks.broker.Fd()), syscall.LOCK_SH); err != nil {
+			t.Fatalf("broker lock: %v", err)
+		}
+		locks.shared = true
+	}
+	return u
+}
+
+// LockVhost makes this process the only one using the test vhost among
+// those that take this lock (testenv.ExclusiveVhost's lock file), waiting
+// for the others; call it before starting a manager. While it waits it
+// lets go of the shared broker lock, as testenv does.
+func LockVhost(t testing.TB) {
+	t.Helper()
+	u := BrokerURL(t)
+	locks.vhostOnce.Do(func() {
+		sum := sha256.Sum256([]byte(u))
+		path := filepath.Join(os.TempDir(), "libmetricq-vhost-"+hex.EncodeToString(sum[:8])+".lock")
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			locks.vhostError = err
+			return
+		}
+		locks.vhost = f
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			return
+		}
+		locks.mu.Lock()
+		held := locks.shared
+		if held {
+			_ = syscall.Flock(int(locks.broker.Fd()), syscall.LOCK_UN)
+			locks.shared = false
+		}
+		locks.mu.Unlock()
+		locks.vhostError = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if held {
+			locks.mu.Lock()
+			if syscall.Flock(int(locks.broker.Fd()), syscall.LOCK_SH) == nil {
+				locks.shared = true
+			}
+			locks.mu.Unlock()
+		}
+	})
+	if locks.vhostError != nil {
+		t.Fatalf("lock the test vhost: %v", locks.vhostError)
+	}
+}
+
+// LogWriter streams a child's output into the test log, line by line.
+type LogWriter struct {
+	T    testing.TB
+	Name string
+	mu   sync.Mutex
+	buf  []byte
+}
+
+func (w *LogWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	for {
+		i := strings.IndexByte(string(w.buf), '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		w.T.Logf("%s: %s", w.Name, w.buf[:i])
+		w.buf = w.buf[i+1:]
+	}
+}
+
+// Flush logs a last line without a newline.
+func (w *LogWriter) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.buf) > 0 {
+		w.T.Logf("%s: %s", w.Name, w.buf)
+		w.buf = nil
+	}
+}
+
+// LinkFlags are the linker arguments for a program linked against the
+// built library in dir (BuildLib's result), with an rpath to it.
+func LinkFlags(dir string) []string {
+	lib := filepath.Join(dir, "lib")
+	return []string{"-L" + lib, "-lmetricq", "-Wl,-rpath," + lib}
+}

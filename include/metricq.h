@@ -169,7 +169,9 @@ int mq_source_set_config_handler(mq_source *src, mq_config_fn fn, void *user);
    mq_source_free (from any thread, or from update); MQ_ERR_STOPPED when
    update returned non-zero (mq_last_error() gives the value); the source's
    error when it stopped itself (e.g. MQ_ERR_CONNECT: connection lost for
-   good). Once per source: MQ_ERR_INVALID when already running. */
+   good). It returns only after the last call of update has returned, so
+   `user` may be released then. Once per source: MQ_ERR_INVALID when already
+   running. */
 typedef int (*mq_update_fn)(mq_source *src, void *user);
 int mq_source_run_interval(mq_source *src, double period, mq_update_fn update,
                            void *user);

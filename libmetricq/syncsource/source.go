@@ -92,6 +92,11 @@ type Source struct {
 	configHook atomic.Pointer[ConfigHook]
 
 	updateFn     atomic.Pointer[UpdateHook]
+	// inUpdate lets RunInterval return only after the update function has:
+	// the caller may free what the function uses once RunInterval returns,
+	// and an update that stops its own source is still running when the
+	// source is done.
+	inUpdate sync.WaitGroup
 	attached     chan struct{} // closed by RunInterval
 	running      atomic.Bool   // RunInterval was called
 	updates      int           // update calls so far; task goroutine only
@@ -734,6 +739,7 @@ func (s *Source) RunInterval(seconds float64, fn UpdateHook) error {
 	s.updateFn.Store(&fn)
 	close(s.attached)
 	<-core.Done()
+	s.inUpdate.Wait()
 	return core.Err()
 }
 
@@ -751,6 +757,8 @@ func (s *Source) update(ctx context.Context, _ *libmetricq.IntervalSource) (err 
 			return ctx.Err()
 		}
 	}
+	s.inUpdate.Add(1)
+	defer s.inUpdate.Done()
 	s.updates++
 	// The round after the first may find deadlines "missed" while nothing
 	// was attached; see RunInterval.

@@ -25,7 +25,11 @@
 
 ifndef CAPI_LIB
 include mk/capi.mk
+# Standalone (make -f mk/bindings.mk) builds the Fortran module by default;
+# included, the including Makefile keeps its own default goal.
+ifeq ($(.DEFAULT_GOAL),)
 .DEFAULT_GOAL := fortran-lib
+endif
 endif
 
 # make's built-in FC is f77: use gfortran unless FC was set.

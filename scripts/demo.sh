@@ -54,6 +54,7 @@ examples() {
 	example go-interval examples/go/interval/main.go "$go_build" "$bin/interval -token source-demo-go-interval"
 	example go-batch examples/go/source/main.go "$go_build" "$bin/source -token source-demo-go-batch -duration 0"
 	example c-interval examples/c/interval_source.c "$c_build" 'build/examples/c/interval_source "$METRICQ_URL" source-demo-c-interval 0'
+	example fortran-heat examples/fortran/heat_simulation.f90 "make --no-print-directory -s examples-fortran" "build/examples/fortran/heat_simulation \"\$METRICQ_URL\" source-demo-fortran-heat $(( SECONDS_TO_RUN > 1 ? (SECONDS_TO_RUN - 1) * 20 : 100000000 ))"
 	example c-batch examples/c/batch_source.c "$c_build" 'build/examples/c/batch_source "$METRICQ_URL" source-demo-c-batch 0'
 }
 

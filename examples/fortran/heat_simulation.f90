@@ -55,8 +55,8 @@ program heat_simulation
                                       //prefix//'.max": {"unit": "K", "description": "hottest cell"}}'), "declare")
     call check(mq_source_declare(src, prefix//".probe", '{"unit": "K", "description": "middle of the rod, every step"}'), &
                "declare probe")
-    ! The probe's batches are its chunks.
-    call check(mq_source_set_chunk_size(src, prefix//".probe", 0), "set_chunk_size")
+    ! One chunk per iteration: each batch goes out as one message.
+    call check(mq_source_set_chunk_size(src, prefix//".probe", steps), "set_chunk_size")
 
     u = 0.0_real64
     last = 0
@@ -84,6 +84,16 @@ program heat_simulation
     call check(mq_source_stop(src), "stop")
     call mq_source_free(src)
     write (*, '(a,i0,a)') "sent ", iterations * (steps + 2), " points"
+
+    ! For `make demo`: the points sent per metric, compared with what arrived.
+    call get_environment_variable("METRICQ_DEMO_REPORT", arg, length=n)
+    if (n > 0) then
+        open (newunit=n, file=trim(arg), status="replace", action="write")
+        write (n, '(a,1x,i0)') prefix//".total", iterations
+        write (n, '(a,1x,i0)') prefix//".max", iterations
+        write (n, '(a,1x,i0)') prefix//".probe", iterations * steps
+        close (n)
+    end if
 
 contains
 

@@ -32,13 +32,27 @@ venv:
 	scripts/ensure-tools.sh venv
 
 # Every test, against one throw-away vhost per run.
-test: vet broker venv lib check-symbols examples-c fortran-lib
-	scripts/with-vhost.sh $(MAKE) --no-print-directory test-go
+test: vet broker venv lib check-symbols examples-c fortran-lib python
+	scripts/with-vhost.sh $(MAKE) --no-print-directory test-go test-python-run
 
 # Go tests, including the interoperability tests that run the reference
 # Python metricq from .venv; needs METRICQ_TEST_URL (see scripts/with-vhost.sh).
 test-go:
 	LIBMETRICQ_BUILD=$(CURDIR)/$(CAPI_BUILD) METRICQ_PYTHON=$(VENV)/bin/python $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The Python binding (pure ctypes) with libmetricq.so bundled, so that
+# `pip install bindings/python` carries it.
+PY_LIBDIR := bindings/python/libmetricq/_lib
+.PHONY: python test-python test-python-run
+python: lib
+	install -d $(PY_LIBDIR)
+	install -m 0755 $(CAPI_LIB) $(PY_LIBDIR)/libmetricq.so.$(CAPI_MAJOR)
+
+test-python: python broker venv
+	scripts/with-vhost.sh $(MAKE) --no-print-directory test-python-run
+
+test-python-run:
+	$(VENV)/bin/python -m pytest -q bindings/python/tests
 
 # Regenerates libmetricq/pb/datachunk.pb.go from its .proto.
 proto:
@@ -47,7 +61,7 @@ proto:
 	PATH=$(TOOLS):$$PATH protoc --go_out=. --go_opt=module=github.com/libmetricq/libmetricq libmetricq/pb/datachunk.proto
 
 clean:
-	rm -rf build .tools
+	rm -rf build .tools $(PY_LIBDIR)
 
 # The main job in one command: RabbitMQ (installed when missing and run as
 # root), the local manager, the example sources of every language and a live

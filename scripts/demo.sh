@@ -55,6 +55,8 @@ examples() {
 	example go-batch examples/go/source/main.go "$go_build" "$bin/source -token source-demo-go-batch -duration 0"
 	example c-interval examples/c/interval_source.c "$c_build" 'build/examples/c/interval_source "$METRICQ_URL" source-demo-c-interval 0'
 	example fortran-heat examples/fortran/heat_simulation.f90 "make --no-print-directory -s examples-fortran" "build/examples/fortran/heat_simulation \"\$METRICQ_URL\" source-demo-fortran-heat $(( SECONDS_TO_RUN > 1 ? (SECONDS_TO_RUN - 1) * 20 : 100000000 ))"
+	example python-interval examples/python/interval_source.py "make --no-print-directory -s python venv" "env PYTHONPATH=bindings/python .venv/bin/python examples/python/interval_source.py --token source-demo-python-interval"
+	example python-batch examples/python/batch_source.py "make --no-print-directory -s python venv" "env PYTHONPATH=bindings/python .venv/bin/python examples/python/batch_source.py --token source-demo-python-batch"
 	example c-batch examples/c/batch_source.c "$c_build" 'build/examples/c/batch_source "$METRICQ_URL" source-demo-c-batch 0'
 }
 

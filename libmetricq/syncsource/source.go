@@ -91,12 +91,12 @@ type Source struct {
 
 	configHook atomic.Pointer[ConfigHook]
 
-	updateFn     atomic.Pointer[UpdateHook]
+	updateFn atomic.Pointer[UpdateHook]
 	// inUpdate lets RunInterval return only after the update function has:
 	// the caller may free what the function uses once RunInterval returns,
 	// and an update that stops its own source is still running when the
 	// source is done.
-	inUpdate sync.WaitGroup
+	inUpdate     sync.WaitGroup
 	attached     chan struct{} // closed by RunInterval
 	running      atomic.Bool   // RunInterval was called
 	updates      int           // update calls so far; task goroutine only

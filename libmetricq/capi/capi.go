@@ -24,7 +24,9 @@ package main
 import "C"
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"log/slog"
 	"math"
 	"unsafe"
@@ -91,15 +93,43 @@ func borrowName(p *C.char) (string, error) {
 		return "", invalidf("metric name is NULL")
 	}
 	base := unsafe.Pointer(p)
-	n := 0
-	for n <= libmetricq.MaxNameLength && *(*byte)(unsafe.Add(base, n)) != 0 {
-		n++
-	}
+	n := nameLength(base)
 	if n > libmetricq.MaxNameLength {
 		return "", invalidf("bad metric name: longer than %d bytes", libmetricq.MaxNameLength)
 	}
 	return unsafe.String((*byte)(base), n), nil
 }
+
+// nameLength is strlen, stopping after MaxNameLength+1 bytes. Past an
+// 8-byte boundary it reads whole aligned words, as C libraries' strlen
+// does: an aligned word never crosses into the next page, so no read can
+// fault that a byte-wise scan would not.
+func nameLength(base unsafe.Pointer) int {
+	const limit = libmetricq.MaxNameLength + 1
+	n := 0
+	if !littleEndian {
+		for n < limit && *(*byte)(unsafe.Add(base, n)) != 0 {
+			n++
+		}
+		return n
+	}
+	for (uintptr(base)+uintptr(n))&7 != 0 {
+		if *(*byte)(unsafe.Add(base, n)) == 0 {
+			return n
+		}
+		n++
+	}
+	for n < limit {
+		w := *(*uint64)(unsafe.Add(base, n))
+		if zero := (w - 0x0101010101010101) &^ w & 0x8080808080808080; zero != 0 {
+			return n + bits.TrailingZeros64(zero)/8
+		}
+		n += 8
+	}
+	return n
+}
+
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
 // copyString copies a C string; what names the argument in errors.
 func copyString(p *C.char, what string) (string, error) {

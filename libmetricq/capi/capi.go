@@ -26,9 +26,9 @@ import "C"
 import (
 	"encoding/binary"
 	"fmt"
-	"math/bits"
 	"log/slog"
 	"math"
+	"math/bits"
 	"unsafe"
 
 	"github.com/libmetricq/libmetricq/libmetricq"

@@ -8,6 +8,7 @@ package install
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -250,5 +251,49 @@ endif()
 	}
 	if want := "libmetricq::fortran include " + filepath.Join(dir, "include"); !strings.Contains(out, want) {
 		t.Errorf("want %q in\n%s", want, out)
+	}
+}
+
+// TestInstallPython: the Python package installed with pip (the library
+// bundled in it by `make python`, nothing else on the path) runs
+// examples/python/batch_source.py, whose points arrive.
+func TestInstallPython(t *testing.T) {
+	root := harness.Root(t)
+	python := os.Getenv("METRICQ_PYTHON")
+	if python == "" {
+		t.Fatal("METRICQ_PYTHON is not set: `make test` points it at .venv/bin/python (scripts/ensure-tools.sh venv)")
+	}
+	harness.Make(t, "Makefile", "python")
+	site := t.TempDir()
+	harness.Run(t, root, nil, python, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps",
+		"--target", site, filepath.Join(root, "bindings", "python"))
+	if _, err := os.Stat(filepath.Join(site, "libmetricq", "_lib", "libmetricq.so.0")); err != nil {
+		t.Fatalf("the installed package lacks its bundled library: %v", err)
+	}
+	env := harness.Start(t, nil)
+	var clean []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "LIBMETRICQ_PATH=") && !strings.HasPrefix(kv, "PYTHONPATH=") && !strings.HasPrefix(kv, "LD_LIBRARY_PATH=") {
+			clean = append(clean, kv)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, python, filepath.Join(root, "examples", "python", "batch_source.py"),
+		"--url", env.URL, "--token", "install-python-batch", "--metric", "install.python.batch",
+		"--rate", "1000", "--batch", "0.1", "--duration", "0.5")
+	cmd.Dir = t.TempDir() // not the repository: the package must come from site
+	cmd.Env = append(clean, "PYTHONPATH="+site)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("batch_source.py: %v\n%s", err, out)
+	}
+	var sent int
+	if _, err := fmt.Sscanf(string(out[strings.LastIndex(string(out), "sent "):]), "sent %d points", &sent); err != nil || sent < 100 {
+		t.Fatalf("batch_source.py printed %q", out)
+	}
+	env.Sink.WaitFor(map[string]int{"install.python.batch": sent}, 20*time.Second, 300*time.Millisecond)
+	if got := env.Sink.Count("install.python.batch"); got != sent {
+		t.Fatalf("%d points received, %d sent", got, sent)
 	}
 }

@@ -20,6 +20,8 @@ include mk/capi.mk
 # examples-fortran, cpp-test, fortran-test, test-install, test-bindings).
 include mk/bindings.mk
 install: install-bindings
+# make bench: the benchmark suite, writing BENCHMARKS.md and bench/throughput.png.
+include mk/bench.mk
 
 vet:
 	$(GO) vet ./...
@@ -37,8 +39,26 @@ test: vet broker venv lib check-symbols examples-c fortran-lib python
 
 # Go tests, including the interoperability tests that run the reference
 # Python metricq from .venv; needs METRICQ_TEST_URL (see scripts/with-vhost.sh).
-test-go:
+test-go: fuzz
 	LIBMETRICQ_BUILD=$(CURDIR)/$(CAPI_BUILD) METRICQ_PYTHON=$(VENV)/bin/python $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The fuzz targets of the Go core, FUZZ_TIME each (plain `go test` runs
+# their committed seed corpora, libmetricq/testdata/fuzz/, as unit tests).
+FUZZ_TARGETS := FuzzIncomingRPC FuzzParseTimedelta FuzzValidateMetricName FuzzDataChunk
+FUZZ_TIME ?= 3s
+.PHONY: fuzz soak
+fuzz:
+	@for f in $(FUZZ_TARGETS); do \
+		echo "fuzz $$f for $(FUZZ_TIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZ_TIME) ./libmetricq/ || exit 1; \
+	done
+
+# A Source streaming at a steady rate for SOAK_DURATION while its
+# connections are force-closed every 15 s; prints points accepted,
+# received, lost, duplicated and the peak memory (tests/soak).
+SOAK_DURATION ?= 10m
+soak: broker
+	scripts/with-vhost.sh $(GO) run ./tests/soak -duration $(SOAK_DURATION)
 
 # The Python binding (pure ctypes) with libmetricq.so bundled, so that
 # `pip install bindings/python` carries it.

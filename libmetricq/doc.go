@@ -8,6 +8,14 @@
 // published with publisher confirms and kept until the broker has confirmed
 // them, and Stop flushes what is buffered.
 //
+// Connections that fail are restored with backoff (the data connection
+// republishing every unconfirmed chunk in order, the management connection
+// registering and declaring again); flow control and a full buffer show in
+// Stats and the log; a connection that stays down for the reconnect timeout
+// stops the source with ErrConnect. The only duplicates are whole chunks
+// whose confirmation was lost with the connection. docs/reliability.md has
+// the details, NewSource the TLS (amqps://) parameters.
+//
 // Send never touches the network: it appends to a per-metric buffer and hands
 // whole chunks to a publisher goroutine, so it can be called at a high rate
 // from many goroutines (or, through the C library, from many C threads).

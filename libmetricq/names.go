@@ -34,16 +34,20 @@ func ValidateMetricName(name string) error {
 }
 
 // printableName keeps error texts readable and bounded whatever the input.
-func printableName(name string) string {
-	name = strings.ToValidUTF8(name, "\uFFFD")
-	if len(name) > 80 {
-		cut := 80
-		for cut > 0 && !utf8.RuneStart(name[cut]) {
+func printableName(name string) string { return printableText(name, 80) }
+
+// printableText makes untrusted text fit for a log line or an error: valid
+// UTF-8, at most about max bytes.
+func printableText(s string, max int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
 			cut--
 		}
-		name = name[:cut] + "…"
+		s = s[:cut] + "…"
 	}
-	return name
+	return s
 }
 
 // validateToken checks a client token: it names the "<token>-rpc" queue, so

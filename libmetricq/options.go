@@ -2,6 +2,7 @@ package libmetricq
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"os"
@@ -36,6 +37,8 @@ type options struct {
 	clientVersion    string
 	rpcTimeout       time.Duration
 	reconnectTimeout time.Duration
+	tls              *tls.Config
+	onRepublish      func(metric string, times []int64, values []float64) // tests
 }
 
 // Option configures a Source.
@@ -109,13 +112,29 @@ func WithRPCTimeout(d time.Duration) Option {
 // management watchdog, applied to both connections.
 const DefaultReconnectTimeout = 10 * time.Minute
 
-// WithReconnectTimeout sets how long a lost connection may stay down.
+// WithReconnectTimeout sets how long a lost connection may stay down. When
+// it is exceeded the source stops itself: Err, and every later call, report
+// an error wrapping ErrConnect with the last failure's reason.
 func WithReconnectTimeout(d time.Duration) Option {
 	return func(o *options) error {
 		if d <= 0 {
 			return fmt.Errorf("%w: reconnect timeout must be positive", ErrInvalid)
 		}
 		o.reconnectTimeout = d
+		return nil
+	}
+}
+
+// WithTLSConfig sets the TLS configuration of amqps:// connections (both
+// the management and the data connection), in place of the URL's TLS query
+// parameters. The configuration is cloned for each connection; an empty
+// ServerName becomes the host connected to. It needs an amqps:// URL.
+func WithTLSConfig(c *tls.Config) Option {
+	return func(o *options) error {
+		if c == nil {
+			return fmt.Errorf("%w: nil TLS configuration", ErrInvalid)
+		}
+		o.tls = c.Clone()
 		return nil
 	}
 }

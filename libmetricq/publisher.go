@@ -2,6 +2,8 @@ package libmetricq
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,12 +13,15 @@ import (
 )
 
 // chunk is a sealed run of points of one metric, with absolute timestamps;
-// the deltas are computed when it is encoded.
+// the deltas are computed when it is encoded. Once sealed it never changes:
+// a republished chunk is byte for byte the chunk published before.
 type chunk struct {
 	metric string
 	times  []int64
 	values []float64
 	seq    uint64 // position in the publisher's queue order
+	tag    uint64 // delivery tag on the session that published it last
+	again  bool   // published before, confirmation missing
 }
 
 // maxPooledCapacity keeps a metric with a huge chunk size from pinning huge
@@ -42,19 +47,36 @@ func recycleChunk(c *chunk) {
 	if cap(c.times) > maxPooledCapacity {
 		return
 	}
-	c.times, c.values, c.metric, c.seq = c.times[:0], c.values[:0], "", 0
+	c.times, c.values, c.metric, c.seq, c.tag, c.again = c.times[:0], c.values[:0], "", 0, 0, false
 	chunkPool.Put(c)
 }
 
+// Reconnect backoff of both connections: doubling from the first to the
+// last value.
+const (
+	backoffFirst = 100 * time.Millisecond
+	backoffMax   = 5 * time.Second
+)
+
 // publisher owns the data connection. Sealed chunks queue up in order; one
 // goroutine publishes them on a channel in confirm mode and keeps each until
-// the broker confirms it. When the connection fails, every unconfirmed chunk
-// goes back to the head of the queue, in order, and is published again after
-// reconnecting: nothing accepted is lost, and per metric the order holds.
+// the broker confirms it. When the connection or channel fails, every
+// unconfirmed chunk goes back to the head of the queue, in order, and is
+// published again after reconnecting: nothing accepted is lost, and per
+// metric the order holds.
+//
+// Duplicates: a chunk is published again only when its confirmation is
+// missing. If the broker had routed it but the connection died before its
+// basic.ack reached us, a sink gets that chunk twice: the same routing key
+// and the same bytes, after the original and after every chunk of the same
+// metric published before the loss, and before any chunk sealed after the
+// loss. A chunk once confirmed is never published again. See
+// docs/reliability.md.
 type publisher struct {
 	url      string
 	exchange string
 	name     string
+	tls      *tls.Config
 	log      *slog.Logger
 	stats    *counters
 	// confirmed is told how many points the broker has taken, to free
@@ -63,28 +85,39 @@ type publisher struct {
 	// After reconnectTimeout without a connection, fatal stops the source.
 	reconnectTimeout time.Duration
 	fatal            func(error)
+	// onRepublish, when set (tests), sees each chunk put back for
+	// republishing.
+	onRepublish func(metric string, times []int64, values []float64)
+
+	ctx    context.Context // cancelled by close: aborts a dial in progress
+	cancel context.CancelFunc
 
 	mu           sync.Mutex
 	queue        []*chunk // sealed, not yet published
-	inflight     []*chunk // published on the current channel, unconfirmed
+	inflight     []*chunk // published on the current session, unconfirmed, in tag order
 	sealedSeq    uint64   // seq of the last chunk enqueued
 	confirmedSeq uint64   // every chunk with seq <= this is confirmed
 	lastErr      error    // the last publish or connect failure, nil once healthy
 	progress     chan struct{}
 	closing      bool
+	current      *session // the session run uses, nil while reconnecting
 
 	wake chan struct{}
 	done chan struct{}
 }
 
-func newPublisher(url, exchange, token string, log *slog.Logger, stats *counters, confirmed func(int)) *publisher {
+func newPublisher(url, exchange, token string, tlsBase *tls.Config, log *slog.Logger, stats *counters, confirmed func(int)) *publisher {
+	ctx, cancel := context.WithCancel(context.Background())
 	return &publisher{
 		url:       url,
 		exchange:  exchange,
 		name:      "data connection " + token,
+		tls:       tlsBase,
 		log:       log,
 		stats:     stats,
 		confirmed: confirmed,
+		ctx:       ctx,
+		cancel:    cancel,
 		progress:  make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -95,9 +128,25 @@ func newPublisher(url, exchange, token string, log *slog.Logger, stats *counters
 type session struct {
 	conn     *amqp.Connection
 	ch       *amqp.Channel
-	closed   chan *amqp.Error
 	confirms chan amqp.Confirmation
 	drained  chan struct{} // closed once every confirmation has been handled
+	flow     chan struct{} // signalled when the broker blocks or unblocks
+
+	dead     chan struct{} // closed when the connection or the channel is gone
+	deadOnce sync.Once
+	reason   error // why it died; written before dead is closed
+
+	// Guarded by publisher.mu.
+	published uint64 // delivery tags handed out
+	blocked   bool   // connection.blocked is in force
+	poisoned  bool   // confirmations are no longer trusted (nack, gap, ended)
+}
+
+func (s *session) die(reason error) {
+	s.deadOnce.Do(func() {
+		s.reason = reason
+		close(s.dead)
+	})
 }
 
 // start opens the first session, so that connect errors reach the caller,
@@ -107,17 +156,18 @@ func (p *publisher) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	p.stats.dataUp.Store(true)
 	go p.run(s)
 	return nil
 }
 
 func (p *publisher) open(ctx context.Context) (*session, error) {
-	conn, err := dial(ctx, p.url, p.name)
+	conn, err := dial(ctx, p.url, p.name, p.tls)
 	if err != nil {
 		return nil, err
 	}
 	if err := checkExchanges(conn, p.exchange); err != nil {
-		conn.Close()
+		closeConn(conn)
 		return nil, err
 	}
 	ch, err := conn.Channel()
@@ -125,16 +175,33 @@ func (p *publisher) open(ctx context.Context) (*session, error) {
 		err = ch.Confirm(false)
 	}
 	if err != nil {
-		conn.Close()
+		closeConn(conn)
 		return nil, fmt.Errorf("%w: data channel: %v", ErrConnect, err)
 	}
 	s := &session{
 		conn:     conn,
 		ch:       ch,
-		closed:   conn.NotifyClose(make(chan *amqp.Error, 1)),
 		confirms: ch.NotifyPublish(make(chan amqp.Confirmation, 1024)),
 		drained:  make(chan struct{}),
+		flow:     make(chan struct{}, 1),
+		dead:     make(chan struct{}),
 	}
+	connClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
+	chClosed := ch.NotifyClose(make(chan *amqp.Error, 1))
+	go func() {
+		var e *amqp.Error
+		what := "connection"
+		select {
+		case e = <-connClosed:
+		case e = <-chClosed:
+			what = "channel"
+		}
+		reason := fmt.Errorf("data %s closed", what)
+		if e != nil {
+			reason = fmt.Errorf("data %s closed by the broker: %v", what, e)
+		}
+		s.die(reason)
+	}()
 	go func() {
 		defer close(s.drained)
 		for c := range s.confirms {
@@ -144,15 +211,21 @@ func (p *publisher) open(ctx context.Context) (*session, error) {
 	blocked := conn.NotifyBlocked(make(chan amqp.Blocking, 4))
 	go func() {
 		for b := range blocked {
+			p.mu.Lock()
+			s.blocked = b.Active
+			p.mu.Unlock()
 			p.stats.blocked.Store(b.Active)
 			if b.Active {
 				p.stats.blockedEvents.Add(1)
-				p.log.Warn("broker blocks publishing (flow control): points stay buffered", "reason", b.Reason)
+				p.log.Warn("broker blocks publishing (flow control, connection.blocked): points stay buffered; Send waits once the buffer is full", "reason", b.Reason)
 			} else {
-				p.log.Info("broker unblocked publishing")
+				p.log.Warn("broker unblocked publishing")
+			}
+			select {
+			case s.flow <- struct{}{}:
+			default:
 			}
 		}
-		p.stats.blocked.Store(false)
 	}()
 	return s, nil
 }
@@ -165,6 +238,10 @@ func (p *publisher) enqueue(c *chunk) {
 	c.seq = p.sealedSeq
 	p.queue = append(p.queue, c)
 	p.mu.Unlock()
+	p.poke()
+}
+
+func (p *publisher) poke() {
 	select {
 	case p.wake <- struct{}{}:
 	default:
@@ -178,38 +255,53 @@ func (p *publisher) lastSealed() uint64 {
 	return p.sealedSeq
 }
 
-// run publishes until close; it alone touches the session.
+// run publishes until close; it alone publishes on the session.
 func (p *publisher) run(s *session) {
 	defer close(p.done)
+	defer p.stats.dataUp.Store(false)
+	p.mu.Lock()
+	p.current = s
+	p.mu.Unlock()
 	buf := make([]byte, 0, 64*1024)
-	backoff := 100 * time.Millisecond
+	backoff := backoffFirst
 	var downSince time.Time
 	for {
 		if s == nil {
 			if downSince.IsZero() {
 				downSince = time.Now()
 			}
-			var err error
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			s, err = p.open(ctx)
+			ctx, cancel := context.WithTimeout(p.ctx, attemptTimeout(downSince.Add(p.reconnectTimeout)))
+			next, err := p.open(ctx)
 			cancel()
+			if p.isClosing() {
+				if next != nil {
+					p.endSession(next)
+				}
+				return
+			}
 			if err != nil {
-				p.setErr(err)
+				p.setErr(fmt.Errorf("%w: data connection down: %v", ErrPublish, err))
 				if time.Since(downSince) > p.reconnectTimeout {
 					p.fatal(fmt.Errorf("%w: data connection not restored within %v: %v", ErrConnect, p.reconnectTimeout, err))
 					return
 				}
-				p.log.Warn("data connection failed, retrying", "in", backoff, "error", err)
+				p.log.Warn("data connection failed, retrying", "in", backoff, "error", err, "unconfirmed_points", p.unconfirmedPoints())
 				if !p.sleep(backoff) {
 					return
 				}
-				backoff = min(2*backoff, 5*time.Second)
+				backoff = min(2*backoff, backoffMax)
 				continue
 			}
+			s = next
+			p.mu.Lock()
+			p.current = s
+			republish := len(p.queue)
+			p.mu.Unlock()
 			downSince = time.Time{}
+			backoff = backoffFirst
 			p.stats.reconnects.Add(1)
-			p.log.Info("data connection restored")
-			backoff = 100 * time.Millisecond
+			p.stats.dataUp.Store(true)
+			p.log.Info("data connection restored", "queued_chunks", republish)
 		}
 		p.mu.Lock()
 		if p.closing {
@@ -217,33 +309,57 @@ func (p *publisher) run(s *session) {
 			p.endSession(s)
 			return
 		}
-		if len(p.queue) == 0 {
+		if len(p.queue) == 0 || s.blocked {
 			p.mu.Unlock()
 			select {
 			case <-p.wake:
-			case <-s.closed:
+			case <-s.flow:
+			case <-s.dead:
+				p.log.Warn("data connection lost, reconnecting", "error", s.reason)
 				p.endSession(s)
 				s = nil
 			}
 			continue
 		}
+		select {
+		case <-s.dead:
+			p.mu.Unlock()
+			p.log.Warn("data connection lost, reconnecting", "error", s.reason)
+			p.endSession(s)
+			s = nil
+			continue
+		default:
+		}
 		c := p.queue[0]
 		p.queue[0] = nil
 		p.queue = p.queue[1:]
+		s.published++
+		c.tag = s.published
 		p.inflight = append(p.inflight, c)
+		metric, tag, again := c.metric, c.tag, c.again
 		p.mu.Unlock()
-
-		// c may be confirmed and recycled as soon as Publish has sent it.
+		// c may be confirmed and recycled as soon as Publish has sent it:
+		// encode it and read what the stats need first. Nothing else
+		// touches it before: only a confirmation of its tag releases it.
 		points := len(c.times)
 		buf = appendDataChunk(buf[:0], c.times, c.values)
-		err := s.ch.Publish(p.exchange, c.metric, false, false, amqp.Publishing{
+		var headers amqp.Table
+		if again {
+			headers = republishedHeaders
+		}
+
+		dc, err := s.ch.PublishWithDeferredConfirm(p.exchange, metric, false, false, amqp.Publishing{
+			Headers:      headers,
 			DeliveryMode: amqp.Transient,
 			Body:         buf,
 		})
+		if err == nil && (dc == nil || dc.DeliveryTag != tag) {
+			err = fmt.Errorf("delivery tag %d, expected %d", deliveryTag(dc), tag)
+		}
 		if err != nil {
 			p.stats.publishErrors.Add(1)
 			p.setErr(fmt.Errorf("%w: %v", ErrPublish, err))
-			p.log.Warn("publish failed, reconnecting", "metric", c.metric, "error", err)
+			p.log.Warn("publish failed, reconnecting", "metric", metric, "error", err)
 			p.endSession(s)
 			s = nil
 			continue
@@ -254,33 +370,89 @@ func (p *publisher) run(s *session) {
 	}
 }
 
-// endSession closes a session and, once its last confirmation has been
+func deliveryTag(dc *amqp.DeferredConfirmation) uint64 {
+	if dc == nil {
+		return 0
+	}
+	return dc.DeliveryTag
+}
+
+// RepublishedHeader marks a chunk published again after a lost connection
+// (AMQP header, value true). A sink may have received it already; every
+// other chunk has no headers at all, as with the reference.
+const RepublishedHeader = "x-libmetricq-republished"
+
+var republishedHeaders = amqp.Table{RepublishedHeader: true}
+
+// endSession closes a session and, once its confirmations have been
 // handled, puts every unconfirmed chunk back at the head of the queue.
 func (p *publisher) endSession(s *session) {
-	_ = s.conn.Close()
-	<-s.drained
+	p.stats.dataUp.Store(false)
+	p.stats.blocked.Store(false)
+	closeConn(s.conn)
+	s.die(errors.New("closed"))
+	// Shutting the connection down closes the confirmation channel;
+	// confirmations read before that still count. The wait is bounded all
+	// the same: after it, late confirmations are ignored (poisoned).
+	select {
+	case <-s.drained:
+	case <-time.After(closeTimeout):
+		p.log.Error("data connection: confirmations did not drain; republishing what is unconfirmed")
+	}
 	p.mu.Lock()
-	if len(p.inflight) > 0 {
-		p.queue = append(p.inflight, p.queue...)
+	s.poisoned = true
+	if p.current == s {
+		p.current = nil
+	}
+	requeued := p.inflight
+	for _, c := range requeued {
+		c.again = true
+	}
+	if len(requeued) > 0 {
+		p.queue = append(requeued, p.queue...)
 		p.inflight = nil
 	}
 	p.mu.Unlock()
+	if len(requeued) > 0 {
+		p.stats.chunksRepublished.Add(uint64(len(requeued)))
+		if p.onRepublish != nil {
+			for _, c := range requeued {
+				p.onRepublish(c.metric, c.times, c.values)
+			}
+		}
+		p.log.Info("unconfirmed chunks will be published again", "chunks", len(requeued))
+	}
 }
 
+// confirm handles the session's confirmations, which amqp091 delivers in
+// delivery-tag order. An ack for the oldest in-flight chunk confirms it.
+// Anything else (a nack, or a tag that does not match, which would mean a
+// confirmation went missing) poisons the session: it is closed and
+// everything unconfirmed is published again, in order, so no chunk is ever
+// taken as confirmed on a guess.
 func (p *publisher) confirm(s *session, c amqp.Confirmation) {
-	if !c.Ack {
-		// The broker could not take the message. Republishing it alone would
-		// reorder it behind later chunks of the same metric, so the whole
-		// session restarts and republishes everything unconfirmed in order.
-		p.stats.publishErrors.Add(1)
-		p.setErr(fmt.Errorf("%w: broker rejected (nack) a chunk", ErrPublish))
-		p.log.Warn("broker nacked a chunk; republishing everything unconfirmed")
-		go s.conn.Close()
+	p.mu.Lock()
+	if s.poisoned {
+		p.mu.Unlock()
 		return
 	}
-	p.mu.Lock()
-	if len(p.inflight) == 0 {
+	if !c.Ack || len(p.inflight) == 0 || p.inflight[0].tag != c.DeliveryTag {
+		s.poisoned = true
+		expected := uint64(0)
+		if len(p.inflight) > 0 {
+			expected = p.inflight[0].tag
+		}
 		p.mu.Unlock()
+		p.stats.publishErrors.Add(1)
+		if !c.Ack {
+			p.setErr(fmt.Errorf("%w: broker rejected (nack) a chunk", ErrPublish))
+			p.log.Warn("broker nacked a chunk; reconnecting to publish everything unconfirmed again, in order")
+		} else {
+			p.setErr(fmt.Errorf("%w: confirmation out of sequence", ErrPublish))
+			p.log.Error("confirmation out of sequence; reconnecting to publish everything unconfirmed again", "tag", c.DeliveryTag, "expected", expected)
+		}
+		s.die(errors.New("confirmations no longer trusted"))
+		p.poke()
 		return
 	}
 	done := p.inflight[0]
@@ -307,22 +479,21 @@ func (p *publisher) setErr(err error) {
 	p.mu.Unlock()
 }
 
+func (p *publisher) isClosing() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closing
+}
+
 // sleep waits d unless the publisher is closing.
 func (p *publisher) sleep(d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			return true
-		case <-p.wake:
-			p.mu.Lock()
-			closing := p.closing
-			p.mu.Unlock()
-			if closing {
-				return false
-			}
-		}
+	select {
+	case <-t.C:
+		return true
+	case <-p.ctx.Done():
+		return false
 	}
 }
 
@@ -351,17 +522,31 @@ func (p *publisher) waitConfirmed(ctx context.Context, seq uint64) error {
 	}
 }
 
-// close stops publishing and closes the connection. What is still queued
-// stays unpublished; Stop flushes before calling it.
+// close stops publishing and closes the connection, waiting at most about
+// closeTimeout (plus a dial's abort). What is still queued stays
+// unpublished; Stop flushes before calling it.
 func (p *publisher) close() {
 	p.mu.Lock()
 	p.closing = true
+	s := p.current
 	p.mu.Unlock()
+	p.cancel()
+	p.poke()
 	select {
-	case p.wake <- struct{}{}:
-	default:
+	case <-p.done:
+		return
+	case <-time.After(closeTimeout):
 	}
-	<-p.done
+	// run is stuck in a write (the broker stopped reading): a close with a
+	// deadline makes the write fail.
+	if s != nil {
+		closeConn(s.conn)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(2 * closeTimeout):
+		p.log.Error("data connection: the publisher did not end")
+	}
 }
 
 // unconfirmedPoints counts what the broker has not confirmed yet.
@@ -376,4 +561,11 @@ func (p *publisher) unconfirmedPoints() int {
 		n += len(c.times)
 	}
 	return n
+}
+
+// currentSession is for tests.
+func (p *publisher) currentSession() *session {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.current
 }

@@ -9,9 +9,11 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"runtime/debug"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Metadata describes a metric: free-form JSON keys such as "unit", "rate",
@@ -40,14 +42,22 @@ type Source struct {
 	opts  options
 	log   *slog.Logger
 
-	mgmtMu   sync.Mutex
-	mgmt     *mgmtLink     // the current management link; replaced on reconnect
-	mgmtNext chan struct{} // closed when mgmt is replaced
-	handlers map[string]rpcHandler
+	mgmtMu     sync.Mutex
+	mgmt       *mgmtLink     // the current management link; replaced on reconnect
+	mgmtNext   chan struct{} // closed when mgmt is replaced
+	mgmtClosed bool          // shut down: no further link is installed
+	handlers   map[string]rpcHandler
 
-	pub    *publisher
-	budget *pointBudget
-	stats  counters
+	pubPtr      atomic.Pointer[publisher]
+	dataAddress string // the manager's dataServerAddress at Connect
+	budget      *pointBudget
+	stats       counters
+	fullLogged  atomic.Int64 // unix ns of the last "buffer full" log line
+
+	// declEpoch counts the snapshots of declared metrics that reconnects
+	// take, so that a declaration racing with one is sent again.
+	declMu    sync.Mutex
+	declEpoch uint64
 
 	defaultChunkSize atomic.Int64
 
@@ -63,7 +73,9 @@ type Source struct {
 	stopping  atomic.Bool // no new declarations or tasks
 	stopped   atomic.Bool // no new points; checked under each metric's lock
 
-	stopCh     chan struct{} // closed when Stop begins
+	stopCh     chan struct{}   // closed when Stop begins
+	stopCtx    context.Context // cancelled when Stop begins
+	stopCancel context.CancelFunc
 	taskCancel context.CancelFunc
 	taskDone   chan struct{}
 
@@ -75,12 +87,24 @@ type Source struct {
 }
 
 // NewSource prepares a source for the management URL (amqp:// or amqps://)
-// and token. It does no I/O; Connect does.
+// and token. It does no I/O but reading the TLS files; Connect connects.
+//
+// amqps:// verifies the broker's certificate and host name (system trust
+// store by default). Its URL query parameters: cacertfile (or cafile), the
+// PEM CA bundle to trust; certfile and keyfile, a PEM client certificate
+// and key; server_name_indication (or server_name), the name to send and
+// verify instead of the URL's host; verify=verify_none (or
+// no_verify_ssl=1) turns verification off, with a warning. heartbeat,
+// connection_timeout, channel_max and auth_mechanism (e.g. external) are
+// passed on to amqp091-go. Other parameters, and TLS ones on amqp://, are
+// refused with ErrInvalid. The data connection keeps the management URL's
+// scheme and TLS parameters when the manager names a vhost.
 func NewSource(url, token string, opts ...Option) (*Source, error) {
 	if err := validateToken(token); err != nil {
 		return nil, err
 	}
-	if _, err := parseBrokerURL(url); err != nil {
+	uri, err := parseBrokerURL(url)
+	if err != nil {
 		return nil, err
 	}
 	o := options{chunkSize: 1, maxBuffered: DefaultMaxBufferedPoints, rpcTimeout: DefaultRPCTimeout, reconnectTimeout: DefaultReconnectTimeout}
@@ -95,6 +119,16 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 	if o.logger == nil {
 		o.logger = defaultLogger()
 	}
+	if uri.Scheme == "amqps" {
+		// Read the CA and certificate files once now, so that a typo fails
+		// here rather than at the first connect; they are read again on
+		// every connect, which picks renewed certificates up.
+		if _, err := tlsConfigFor(url, o.tls); err != nil {
+			return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalid, RedactURL(url), err)
+		}
+	} else if o.tls != nil {
+		return nil, fmt.Errorf("%w: WithTLSConfig needs an amqps:// URL, not %s", ErrInvalid, RedactURL(url))
+	}
 	s := &Source{
 		url:       url,
 		token:     token,
@@ -106,6 +140,12 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 		stopCh:    make(chan struct{}),
 		mgmtNext:  make(chan struct{}),
 		config:    []byte("{}"),
+	}
+	s.stopCtx, s.stopCancel = context.WithCancel(context.Background())
+	s.budget.stop = s.stopCh
+	s.budget.onFull = s.logBufferFull
+	if tlsVerificationOff(url, o.tls) {
+		s.log.Warn("TLS certificate and host name verification is OFF for this source: anyone on the path can read the password and the data")
 	}
 	s.defaultChunkSize.Store(int64(o.chunkSize))
 	empty := map[string]*sourceMetric{}
@@ -119,6 +159,22 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 
 // Token returns the source's token.
 func (s *Source) Token() string { return s.token }
+
+// pub is the publisher, nil before Connect has opened the data connection.
+func (s *Source) pub() *publisher { return s.pubPtr.Load() }
+
+// logBufferFull reports that Sends wait for buffer space: at most one line
+// every 10 s, so that a full buffer is visible but does not flood the log.
+func (s *Source) logBufferFull() {
+	now := time.Now().UnixNano()
+	last := s.fullLogged.Load()
+	if now-last < int64(10*time.Second) || !s.fullLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("buffer full: Send waits for the broker to confirm buffered points, and fails with a timeout if none are",
+		"max_buffered_points", s.opts.maxBuffered, "data_connected", s.stats.dataUp.Load(),
+		"broker_blocking", s.stats.blocked.Load(), "waits_so_far", s.stats.bufferFullWaits.Load())
+}
 
 func (s *Source) withRPCTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -143,16 +199,24 @@ func (s *Source) Connect(ctx context.Context) error {
 		s.shutdown()
 		return fmt.Errorf("source %q: connect: %w", s.token, err)
 	}
+	if s.stopping.Load() {
+		// Stop ran while connecting: close what connect opened after it.
+		s.shutdown()
+		return s.stoppedErr()
+	}
 	s.startTask()
 	return nil
 }
 
 func (s *Source) connect(ctx context.Context) error {
-	link := newMgmtLink(s.url, s.token, s.log, s.handlers)
+	link := newMgmtLink(s.url, s.token, s.opts.tls, s.log, s.handlers)
 	if err := link.connect(ctx); err != nil {
+		link.close()
 		return err
 	}
-	s.setLink(link)
+	if !s.setLink(link) {
+		return s.stoppedErr()
+	}
 	reply, err := link.call(ctx, "source.register", nil)
 	if err != nil {
 		return err
@@ -168,13 +232,15 @@ func (s *Source) connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.pub = newPublisher(dataURL, exchange, s.token, s.log, &s.stats, s.budget.release)
-	s.pub.reconnectTimeout = s.opts.reconnectTimeout
-	s.pub.fatal = s.fail
-	if err := s.pub.start(ctx); err != nil {
-		s.pub = nil
+	s.dataAddress = address
+	pub := newPublisher(dataURL, exchange, s.token, s.opts.tls, s.log, &s.stats, s.budget.release)
+	pub.reconnectTimeout = s.opts.reconnectTimeout
+	pub.fatal = s.fail
+	pub.onRepublish = s.opts.onRepublish
+	if err := pub.start(ctx); err != nil {
 		return err
 	}
+	s.pubPtr.Store(pub)
 	if raw, ok := reply["config"]; ok && !bytes.Equal(raw, []byte("null")) {
 		var config map[string]any
 		if err := unmarshalNumbers(raw, &config); err != nil || config == nil {
@@ -276,12 +342,24 @@ func (s *Source) startTask() {
 	s.taskDone = make(chan struct{})
 	go func() {
 		defer close(s.taskDone)
-		err := s.opts.task(ctx, s)
+		err := runTask(ctx, s, s.opts.task)
 		if err != nil && ctx.Err() == nil {
 			s.log.Error("task failed, stopping the source", "error", err)
 			s.fail(fmt.Errorf("task: %w", err))
 		}
 	}()
+}
+
+// runTask calls the task, turning a panic into an error: the source stops
+// with it instead of taking the process down.
+func runTask(ctx context.Context, s *Source, task Task) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("task panicked", "panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("task panicked: %v", r)
+		}
+	}()
+	return task(ctx, s)
 }
 
 // taskKey marks the task's context, so that Stop called from inside the task
@@ -409,16 +487,29 @@ func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata
 	}
 	ctx, cancel := s.withRPCTimeout(ctx)
 	defer cancel()
-	if _, err := s.rpc(ctx, "source.declare_metrics", map[string]any{"metrics": request}); err != nil {
-		return fmt.Errorf("declare %d metrics: %w", len(request), err)
+	for {
+		s.declMu.Lock()
+		epoch := s.declEpoch
+		s.declMu.Unlock()
+		if _, err := s.rpc(ctx, "source.declare_metrics", map[string]any{"metrics": request}); err != nil {
+			return fmt.Errorf("declare %d metrics: %w", len(request), err)
+		}
+		s.declMu.Lock()
+		for _, m := range declaring {
+			m.mu.Lock()
+			m.declared = true
+			m.metadata = request[m.name]
+			m.mu.Unlock()
+		}
+		again := s.declEpoch != epoch
+		s.declMu.Unlock()
+		if !again {
+			return nil
+		}
+		// A reconnect collected the declared metrics to declare them again
+		// while this declaration was under way, maybe without these: send
+		// it once more, on the new connection (declaring is idempotent).
 	}
-	for _, m := range declaring {
-		m.mu.Lock()
-		m.declared = true
-		m.metadata = request[m.name]
-		m.mu.Unlock()
-	}
-	return nil
 }
 
 // DeclareMetricList declares metrics without metadata (beyond chunkSize).
@@ -449,7 +540,7 @@ func (s *Source) usable() error {
 	if s.stopping.Load() {
 		return s.stoppedErr()
 	}
-	if s.pub == nil {
+	if s.pub() == nil {
 		return fmt.Errorf("%w: not connected; call Connect first", ErrStopped)
 	}
 	return nil
@@ -525,7 +616,7 @@ func (s *Source) Send(ctx context.Context, metric string, t Timestamp, value flo
 		return err
 	}
 	if err := s.budget.acquire(ctx, 1, &s.stats); err != nil {
-		return &MetricError{Metric: metric, Err: err}
+		return s.budgetErr(metric, err)
 	}
 	m.mu.Lock()
 	if err := s.admit(m, int64(t)); err != nil {
@@ -547,6 +638,13 @@ func (s *Source) Send(ctx context.Context, metric string, t Timestamp, value flo
 	m.mu.Unlock()
 	s.stats.pointsAccepted.Add(1)
 	return nil
+}
+
+func (s *Source) budgetErr(metric string, err error) error {
+	if errors.Is(err, errBudgetStopped) {
+		return s.stoppedErr()
+	}
+	return &MetricError{Metric: metric, Err: err}
 }
 
 // admit checks, under m.mu, whether a point at time first may be added.
@@ -579,7 +677,7 @@ func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp
 		}
 	}
 	if err := s.budget.acquire(ctx, len(times), &s.stats); err != nil {
-		return &MetricError{Metric: metric, Err: err}
+		return s.budgetErr(metric, err)
 	}
 	m.mu.Lock()
 	if err := s.admit(m, int64(times[0])); err != nil {
@@ -620,7 +718,7 @@ func (s *Source) seal(m *sourceMetric) {
 	if m.open == nil || len(m.open.times) == 0 {
 		return
 	}
-	s.pub.enqueue(m.open)
+	s.pub().enqueue(m.open)
 	m.open = nil
 }
 
@@ -643,46 +741,38 @@ func (s *Source) Flush(ctx context.Context) error {
 		return err
 	}
 	s.sealAll()
-	if err := s.pub.waitConfirmed(ctx, s.pub.lastSealed()); err != nil {
+	pub := s.pub()
+	if err := pub.waitConfirmed(ctx, pub.lastSealed()); err != nil {
+		if s.stopped.Load() {
+			return s.stoppedErr()
+		}
 		return fmt.Errorf("flush: %w", err)
 	}
 	return nil
 }
 
-// Stop ends the task, flushes (bounded by ctx), then closes both
-// connections. Unlike the reference, buffered points are published, not
-// dropped. Stop is idempotent: later calls return the first one's result.
-// Call it from the task only with the task's own context (or return from
-// the task instead).
+// Stop ends the task, flushes, then closes both connections. Unlike the
+// reference, buffered points are published, not dropped: Stop waits (up to
+// ctx) for the broker to confirm them, riding out an outage in progress.
+// Points still unconfirmed when ctx ends are dropped; the error, the log and
+// Stats.PointsDropped say how many. Stop returns when ctx ends even if the
+// shutdown is still in progress (it then finishes in the background, in a
+// few seconds at most). Stop is idempotent: later calls wait for the first
+// one's shutdown and return its result. Called from the task with the
+// task's own context, it does not wait for the task, and the flush gets the
+// RPC timeout.
 func (s *Source) Stop(ctx context.Context) error {
+	fromTask := ctx.Value(taskKey{}) == s
+	if fromTask {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), s.opts.rpcTimeout)
+		defer cancel()
+	}
 	s.stopOnce.Do(func() {
-		defer close(s.done)
 		s.stopping.Store(true)
 		close(s.stopCh)
-		var errs []error
-		if s.taskCancel != nil {
-			s.taskCancel()
-			if ctx.Value(taskKey{}) != s {
-				select {
-				case <-s.taskDone:
-				case <-ctx.Done():
-					errs = append(errs, fmt.Errorf("task did not end: %w", ctx.Err()))
-				}
-			}
-		}
-		s.stopped.Store(true)
-		if s.pub != nil {
-			s.sealAll()
-			if err := s.pub.waitConfirmed(ctx, s.pub.lastSealed()); err != nil {
-				lost := s.pub.unconfirmedPoints()
-				s.log.Error("stopping with points the broker has not confirmed", "points", lost, "error", err)
-				errs = append(errs, fmt.Errorf("flush on stop, %d points not delivered: %w", lost, err))
-			}
-		}
-		s.shutdown()
-		if len(errs) > 0 {
-			s.stopErr = fmt.Errorf("source %q: stop: %w", s.token, errors.Join(errs...))
-		}
+		s.stopCancel()
+		go s.stop(ctx, fromTask)
 	})
 	select {
 	case <-s.done:
@@ -692,16 +782,52 @@ func (s *Source) Stop(ctx context.Context) error {
 	}
 }
 
-// shutdown closes both connections.
+func (s *Source) stop(ctx context.Context, fromTask bool) {
+	defer close(s.done)
+	var errs []error
+	if s.taskCancel != nil {
+		s.taskCancel()
+		if !fromTask {
+			select {
+			case <-s.taskDone:
+			case <-ctx.Done():
+				errs = append(errs, fmt.Errorf("task did not end: %w", ctx.Err()))
+			}
+		}
+	}
+	s.stopped.Store(true)
+	var flushErr error
+	pub := s.pub()
+	if pub != nil {
+		s.sealAll()
+		flushErr = pub.waitConfirmed(ctx, pub.lastSealed())
+	}
+	s.shutdown()
+	if pub != nil {
+		// Counted after the publisher has ended: nothing is confirmed later.
+		if lost := pub.unconfirmedPoints(); lost > 0 {
+			s.stats.pointsDropped.Add(uint64(lost))
+			s.budget.release(lost) // no longer buffered: gone
+			s.log.Error("stopped with points the broker never confirmed: they are lost", "points", lost, "error", flushErr)
+			if flushErr == nil {
+				flushErr = errors.New("the publisher ended first")
+			}
+			errs = append(errs, fmt.Errorf("flush on stop, %d points not delivered: %w", lost, flushErr))
+		}
+	}
+	if len(errs) > 0 {
+		s.stopErr = fmt.Errorf("source %q: stop: %w", s.token, errors.Join(errs...))
+	}
+}
+
+// shutdown closes both connections, each within a few seconds.
 func (s *Source) shutdown() {
 	s.stopping.Store(true)
 	s.stopped.Store(true)
-	if s.pub != nil {
-		s.pub.close()
+	if pub := s.pub(); pub != nil {
+		pub.close()
 	}
-	if link := s.link(); link != nil {
-		link.close()
-	}
+	s.closeLinks()
 }
 
 // Stats returns the source's counters.
@@ -719,5 +845,12 @@ func (s *Source) Stats() Stats {
 		BufferFullWaits: s.stats.bufferFullWaits.Load(),
 		BlockedEvents:   s.stats.blockedEvents.Load(),
 		Blocked:         s.stats.blocked.Load(),
+
+		ChunksRepublished:    s.stats.chunksRepublished.Load(),
+		BufferFullTimeouts:   s.stats.bufferFullTimeouts.Load(),
+		PointsDropped:        s.stats.pointsDropped.Load(),
+		ManagementReconnects: s.stats.mgmtReconnects.Load(),
+		DataConnected:        s.stats.dataUp.Load(),
+		ManagementConnected:  s.stats.mgmtUp.Load(),
 	}
 }

@@ -119,7 +119,7 @@ func connect(t *testing.T, token string, opts ...libmetricq.Option) *libmetricq.
 	if err := src.Connect(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { src.Stop(context.Background()) })
+	t.Cleanup(func() { stopSoon(src) })
 	return src
 }
 

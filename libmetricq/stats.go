@@ -7,7 +7,8 @@ import (
 	"sync/atomic"
 )
 
-// Stats are a source's counters since it was created.
+// Stats are a source's counters since it was created. They hold no
+// configuration, URL or secret.
 type Stats struct {
 	PointsAccepted  uint64 // taken by Send/SendBatch
 	PointsPublished uint64 // handed to the broker (republished points count again)
@@ -15,12 +16,32 @@ type Stats struct {
 	ChunksPublished uint64
 	ChunksConfirmed uint64
 	BytesPublished  uint64
-	BufferedPoints  uint64 // accepted, not yet confirmed
+	BufferedPoints  uint64 // accepted, not yet confirmed (nor dropped)
 	Reconnects      uint64 // data connections restored after a failure
 	PublishErrors   uint64 // failed publishes and broker nacks
 	BufferFullWaits uint64 // Sends that had to wait for buffer space
 	BlockedEvents   uint64 // times the broker blocked publishing (connection.blocked)
 	Blocked         bool   // the broker blocks publishing right now
+
+	// ChunksRepublished counts chunks published again after a lost data
+	// connection because their confirmation was missing. Each one may
+	// reach a sink twice (see docs/reliability.md).
+	ChunksRepublished uint64
+	// BufferFullTimeouts counts Sends refused because the buffer stayed full
+	// until their context ended (MQ_ERR_TIMEOUT); those points were not
+	// accepted.
+	BufferFullTimeouts uint64
+	// PointsDropped counts accepted points that were never confirmed
+	// because the source stopped first (a Stop whose timeout ended during
+	// an outage, or a connection that could not be restored).
+	PointsDropped uint64
+	// ManagementReconnects counts management connections restored (each
+	// with a new register and declare).
+	ManagementReconnects uint64
+	// DataConnected and ManagementConnected tell whether each connection is
+	// up right now.
+	DataConnected       bool
+	ManagementConnected bool
 }
 
 type counters struct {
@@ -29,46 +50,75 @@ type counters struct {
 	reconnects, publishErrors, bufferFullWaits       atomic.Uint64
 	blockedEvents                                    atomic.Uint64
 	blocked                                          atomic.Bool
+	chunksRepublished, bufferFullTimeouts            atomic.Uint64
+	pointsDropped, mgmtReconnects                    atomic.Uint64
+	dataUp, mgmtUp                                   atomic.Bool
 }
 
-// pointBudget bounds the points a source holds. The fast path is one atomic
-// add; only a Send that finds the budget exhausted waits on a channel.
+// pointBudget bounds the points a source holds. The fast path is one
+// compare-and-swap; only a Send that finds the budget exhausted waits on a
+// channel. used never exceeds limit, not even for an instant, so a failed
+// attempt can't make another Send wait needlessly.
 type pointBudget struct {
 	used    atomic.Int64
 	limit   int64
 	waiters atomic.Int32
 	mu      sync.Mutex
 	freed   chan struct{} // closed and replaced whenever space is freed while someone waits
+	stop    <-chan struct{}
+	// onFull is called (outside any lock) when a Send starts waiting.
+	onFull func()
 }
 
 func newPointBudget(limit int) *pointBudget {
 	return &pointBudget{limit: int64(limit), freed: make(chan struct{})}
 }
 
-// acquire takes n points of space, waiting until ctx ends if need be.
+func (b *pointBudget) tryAcquire(n int64) bool {
+	for {
+		used := b.used.Load()
+		if used+n > b.limit {
+			return false
+		}
+		if b.used.CompareAndSwap(used, used+n) {
+			return true
+		}
+	}
+}
+
+// errBudgetStopped is returned by acquire when the source stops while a Send
+// waits for space.
+var errBudgetStopped = fmt.Errorf("%w: stopped while waiting for buffer space", ErrStopped)
+
+// acquire takes n points of space, waiting until ctx ends (or the source
+// stops) if need be.
 func (b *pointBudget) acquire(ctx context.Context, n int, stats *counters) error {
 	if int64(n) > b.limit {
 		return fmt.Errorf("%w: %d points exceed the buffer of %d points", ErrInvalid, n, b.limit)
 	}
-	if b.used.Add(int64(n)) <= b.limit {
+	if b.tryAcquire(int64(n)) {
 		return nil
 	}
-	b.used.Add(-int64(n))
 	stats.bufferFullWaits.Add(1)
+	if b.onFull != nil {
+		b.onFull()
+	}
 	b.waiters.Add(1)
 	defer b.waiters.Add(-1)
 	for {
 		b.mu.Lock()
 		freed := b.freed
 		b.mu.Unlock()
-		if b.used.Add(int64(n)) <= b.limit {
+		if b.tryAcquire(int64(n)) {
 			return nil
 		}
-		b.used.Add(-int64(n))
 		select {
 		case <-freed:
+		case <-b.stop:
+			return errBudgetStopped
 		case <-ctx.Done():
-			return fmt.Errorf("buffer full (%d points unconfirmed): %w", b.limit, ctx.Err())
+			stats.bufferFullTimeouts.Add(1)
+			return fmt.Errorf("buffer full (%d points not yet confirmed by the broker), point not accepted: %w", b.limit, ctx.Err())
 		}
 	}
 }

@@ -3,6 +3,7 @@ package libmetricq
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -93,5 +94,63 @@ func TestCallsBeforeConnect(t *testing.T) {
 	}
 	if _, err := NewSource("::bad", "source-test"); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("bad URL: %v", err)
+	}
+}
+
+// Many Sends racing for a small buffer while others free space: none may
+// sleep through a release (a failed attempt never inflates the count, so it
+// cannot make another Send wait needlessly), and the count never exceeds
+// the bound.
+func TestPointBudgetNoLostWakeup(t *testing.T) {
+	var stats counters
+	b := newPointBudget(3)
+	done := make(chan struct{})
+	var over atomic.Bool
+	for w := range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			n := 1 + w%2
+			for range 2000 {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := b.acquire(ctx, n, &stats)
+				cancel()
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if b.used.Load() > b.limit {
+					over.Store(true)
+				}
+				b.release(n)
+			}
+		}()
+	}
+	for range 8 {
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a Send waits forever although space was freed")
+		}
+	}
+	if over.Load() || b.used.Load() != 0 {
+		t.Fatalf("used %d (exceeded the limit: %v)", b.used.Load(), over.Load())
+	}
+}
+
+// A Send waiting for space gives up when the source stops.
+func TestPointBudgetStop(t *testing.T) {
+	var stats counters
+	stop := make(chan struct{})
+	b := newPointBudget(1)
+	b.stop = stop
+	if err := b.acquire(context.Background(), 1, &stats); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan error, 1)
+	go func() { got <- b.acquire(context.Background(), 1, &stats) }()
+	time.Sleep(10 * time.Millisecond)
+	close(stop)
+	if err := <-got; !errors.Is(err, ErrStopped) {
+		t.Fatalf("want ErrStopped, got %v", err)
 	}
 }

@@ -15,12 +15,33 @@ func (s *Source) link() *mgmtLink {
 }
 
 // setLink installs a new management link and wakes calls waiting for one.
-func (s *Source) setLink(l *mgmtLink) {
+// Once the source has shut its links down it refuses (and closes) l.
+func (s *Source) setLink(l *mgmtLink) bool {
 	s.mgmtMu.Lock()
+	if s.mgmtClosed {
+		s.mgmtMu.Unlock()
+		l.close()
+		return false
+	}
 	s.mgmt = l
 	close(s.mgmtNext)
 	s.mgmtNext = make(chan struct{})
 	s.mgmtMu.Unlock()
+	s.stats.mgmtUp.Store(true)
+	return true
+}
+
+// closeLinks shuts the current management link down and keeps later ones
+// from being installed.
+func (s *Source) closeLinks() {
+	s.mgmtMu.Lock()
+	s.mgmtClosed = true
+	l := s.mgmt
+	s.mgmtMu.Unlock()
+	if l != nil {
+		l.close()
+	}
+	s.stats.mgmtUp.Store(false)
 }
 
 // rpc calls the manager. When the management connection is lost, the call
@@ -35,7 +56,10 @@ func (s *Source) rpc(ctx context.Context, function string, args map[string]any) 
 			return nil, fmt.Errorf("%w: not connected", ErrStopped)
 		}
 		reply, err := l.call(ctx, function, args)
-		if err == nil || !errors.Is(err, ErrConnect) {
+		// A lost link, or one closed under us other than by Stop: wait for
+		// the next one and send again.
+		lost := err != nil && (errors.Is(err, ErrConnect) || (errors.Is(err, ErrStopped) && !s.stopping.Load()))
+		if !lost {
 			return reply, err
 		}
 		select {
@@ -51,7 +75,8 @@ func (s *Source) rpc(ctx context.Context, function string, args map[string]any) 
 // superviseMgmt waits for the link to die and restores it: connect with
 // backoff, register again and declare every declared metric again, as
 // metricq-go does (the reference's robust channels re-declare queues but
-// not metrics). After the reconnect timeout the source stops with
+// not metrics). Meanwhile RPCs wait, and data keeps flowing on its own
+// connection. After the reconnect timeout the source stops with
 // ErrConnect.
 func (s *Source) superviseMgmt(l *mgmtLink) {
 	select {
@@ -59,20 +84,30 @@ func (s *Source) superviseMgmt(l *mgmtLink) {
 	case <-s.stopCh:
 		return
 	}
-	lostErr := l.err()
-	s.log.Warn("management connection lost, reconnecting", "error", lostErr)
+	if s.stopping.Load() {
+		return
+	}
+	s.stats.mgmtUp.Store(false)
+	s.log.Warn("management connection lost, reconnecting", "error", l.err())
+	// Closing the old connection for sure lets the broker free the
+	// exclusive RPC queue for the new one.
+	l.close()
 	giveUp := time.Now().Add(s.opts.reconnectTimeout)
-	backoff := 100 * time.Millisecond
+	backoff := backoffFirst
 	for {
-		wait := min(30*time.Second, time.Until(giveUp))
-		ctx, cancel := context.WithTimeout(context.Background(), max(wait, time.Millisecond))
+		ctx, cancel := context.WithTimeout(s.stopCtx, attemptTimeout(giveUp))
 		next, err := s.restoreMgmt(ctx)
 		cancel()
 		if err == nil {
-			s.setLink(next)
-			s.stats.reconnects.Add(1)
-			s.log.Info("management connection restored")
+			if !s.setLink(next) {
+				return
+			}
+			s.stats.mgmtReconnects.Add(1)
+			s.log.Info("management connection restored, registered and declared again")
 			go s.superviseMgmt(next)
+			return
+		}
+		if s.stopping.Load() {
 			return
 		}
 		if time.Now().After(giveUp) {
@@ -85,22 +120,44 @@ func (s *Source) superviseMgmt(l *mgmtLink) {
 		case <-s.stopCh:
 			return
 		}
-		backoff = min(2*backoff, 5*time.Second)
+		backoff = min(2*backoff, backoffMax)
 	}
 }
 
+// attemptTimeout bounds one reconnect attempt: the time left until giving
+// up, but at least minAttempt, so that the last attempt can still report
+// why it failed (a broker delays its answer to a refused login by
+// seconds), and at most the dial timeout.
+func attemptTimeout(giveUp time.Time) time.Duration {
+	return min(defaultDialTimeout, max(time.Until(giveUp), minAttempt))
+}
+
+const minAttempt = 5 * time.Second
+
+// restoreMgmt makes a new link: connect, register, declare. A manager that
+// is down makes register wait (its durable queue keeps the request) until
+// ctx ends.
 func (s *Source) restoreMgmt(ctx context.Context) (*mgmtLink, error) {
-	l := newMgmtLink(s.url, s.token, s.log, s.handlers)
+	l := newMgmtLink(s.url, s.token, s.opts.tls, s.log, s.handlers)
 	if err := l.connect(ctx); err != nil {
+		l.close()
 		return nil, err
 	}
 	fail := func(err error) (*mgmtLink, error) {
 		l.close()
 		return nil, err
 	}
-	if _, err := l.call(ctx, "source.register", nil); err != nil {
+	reply, err := l.call(ctx, "source.register", nil)
+	if err != nil {
 		return fail(err)
 	}
+	var address string
+	if decodeField(reply, "dataServerAddress", &address, false) == nil && address != "" && address != s.dataAddress {
+		// As the reference does: the data connection stays where it is.
+		s.log.Error("the manager now names another data server; keeping the current one", "dataServerAddress", RedactURL(address))
+	}
+	s.declMu.Lock()
+	s.declEpoch++
 	declared := map[string]Metadata{}
 	for _, m := range s.allMetrics() {
 		m.mu.Lock()
@@ -109,6 +166,7 @@ func (s *Source) restoreMgmt(ctx context.Context) (*mgmtLink, error) {
 		}
 		m.mu.Unlock()
 	}
+	s.declMu.Unlock()
 	if len(declared) > 0 {
 		if _, err := l.call(ctx, "source.declare_metrics", map[string]any{"metrics": declared}); err != nil {
 			return fail(err)

@@ -2,6 +2,7 @@ package libmetricq
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -50,7 +51,7 @@ func TestDeriveDataURL(t *testing.T) {
 }
 
 func TestURLErrorsHoldNoPassword(t *testing.T) {
-	for _, raw := range []string{"http://user:hunter2@host/", "amqp://user:hunter2@host:notaport/"} {
+	for _, raw := range []string{"http://user:hunter2@host/", "amqp://user:hunter2@host:notaport/", "amqp://user:hun?ter2@host/", "amqp://user:hunter2@ho st/", "amqp://user:hunter2@[::1/"} {
 		_, err := parseBrokerURL(raw)
 		if !errors.Is(err, ErrInvalid) {
 			t.Fatalf("%s: want ErrInvalid, got %v", RedactURL(raw), err)
@@ -61,5 +62,65 @@ func TestURLErrorsHoldNoPassword(t *testing.T) {
 	}
 	if got := RedactURL("amqp://user:hunter2@host/"); strings.Contains(got, "hunter2") || !strings.Contains(got, "user") {
 		t.Fatalf("RedactURL = %q", got)
+	}
+}
+
+func TestDeriveDataURLKeepsTLSParameters(t *testing.T) {
+	mgmt := "amqps://admin:s3cret@rabbit:5671/mgmt?cacertfile=%2Fca.pem&server_name_indication=rabbit.example&certfile=%2Fc.pem&keyfile=%2Fc.key"
+	cases := map[string]map[string]string{
+		// vhost: everything carries over.
+		"vhost:/data": {"cacertfile": "/ca.pem", "server_name_indication": "rabbit.example", "certfile": "/c.pem", "keyfile": "/c.key"},
+		// Another amqps host: the CA and client certificate, not the name.
+		"amqps://other:5671/data": {"cacertfile": "/ca.pem", "certfile": "/c.pem", "keyfile": "/c.key", "server_name_indication": ""},
+		// The same host: the name too.
+		"amqps://rabbit/data": {"cacertfile": "/ca.pem", "server_name_indication": "rabbit.example"},
+		// An address with its own query keeps it.
+		"amqps://other/data?cafile=%2Fother.pem": {"cafile": "/other.pem", "cacertfile": ""},
+		// Plain amqp: nothing of TLS.
+		"amqp://other/data": {"cacertfile": ""},
+	}
+	for address, want := range cases {
+		got, err := deriveDataURL(mgmt, address)
+		if err != nil {
+			t.Errorf("%s: %v", address, err)
+			continue
+		}
+		u, err := url.Parse(got)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pw, _ := u.User.Password(); pw != "s3cret" {
+			t.Errorf("%s: credentials not carried over: %s", address, RedactURL(got))
+		}
+		for k, v := range want {
+			if u.Query().Get(k) != v {
+				t.Errorf("%s: %s=%q in %s, want %q", address, k, u.Query().Get(k), RedactURL(got), v)
+			}
+		}
+	}
+	if got, _ := deriveDataURL(mgmt, "vhost:/data"); !strings.HasPrefix(got, "amqps://admin:s3cret@rabbit:5671/data?") {
+		t.Errorf("vhost: %s", RedactURL(got))
+	}
+}
+
+func TestPasswordOfAndRedaction(t *testing.T) {
+	cases := map[string]string{
+		"amqp://u:pw@host/":                       "pw",
+		"amqp://u:pw@host/v?cacertfile=/a@b":      "pw",
+		"amqp://u:p%40ss@host/":                   "p%40ss",
+		"amqp://u:pa/ss@host/":                    "pa/ss",
+		"amqp://host/?x=a:b@c":                    "",
+		"amqps://u@host/":                         "",
+		"not a url":                               "",
+		"amqp://user:hunter2@host:notaport/vhost": "hunter2",
+	}
+	for raw, want := range cases {
+		if got := passwordOf(raw); got != want {
+			t.Errorf("passwordOf(%q) = %q, want %q", raw, got, want)
+		}
+	}
+	text := redactText("login as u with p@ss and p%40ss failed", "amqp://u:p%40ss@host/")
+	if strings.Contains(text, "p@ss") || strings.Contains(text, "p%40ss") {
+		t.Errorf("redactText left the password: %s", text)
 	}
 }

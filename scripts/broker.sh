@@ -17,13 +17,26 @@
 # The broker also runs the management plugin on 127.0.0.1:15672 (guest/guest):
 # vhost-create/-delete use its HTTP API (milliseconds, works as non-root), and
 # fall back to rabbitmqctl (1-2 s per call, root) when it is not reachable.
+#
+# TLS: ensure also generates a throw-away test CA, a broker certificate (for
+# localhost and 127.0.0.1) and a client certificate in $TLS_DIR (openssl; kept
+# until they near expiry) and opens a TLS listener on 127.0.0.1:5671
+# (verify_peer, fail_if_no_peer_cert=false: a client certificate is checked
+# when given, not required). When ensure changes the configuration of a
+# running broker it restarts it, after taking the test suites' broker lock
+# ($TMPDIR/libmetricq-broker.lock) exclusively, i.e. once no test binary uses
+# the broker.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 HOST=127.0.0.1
 AMQP_PORT=5672
+AMQPS_PORT=5671
 MGMT_PORT=15672
+TLS_DIR=/etc/rabbitmq/libmetricq-tls
+BROKER_LOCK=${TMPDIR:-/tmp}/libmetricq-broker.lock
+CONFIG_CHANGED=0
 START_TIMEOUT=${BROKER_START_TIMEOUT:-120}
 CONF_MARKER="# Managed by libmetricq scripts/broker.sh; delete this line to keep your own edits."
 
@@ -66,15 +79,67 @@ write_config() {
 		log "writing $file"
 		mkdir -p "$(dirname "$file")"
 		printf '%s\n' "$content" >"$file"
+		CONFIG_CHANGED=1
 	fi
 }
 
+# cert_ok FILE: FILE is a certificate valid for 30 more days.
+cert_ok() { [ -s "$1" ] && openssl x509 -in "$1" -noout -checkend $((30 * 86400)) >/dev/null 2>&1; }
+
+# gen_tls: the test CA, broker and client certificates, unless present and valid.
+gen_tls() {
+	if cert_ok "$TLS_DIR/ca.pem" && cert_ok "$TLS_DIR/server.pem" && cert_ok "$TLS_DIR/client.pem" &&
+		[ -s "$TLS_DIR/server.key" ] && [ -s "$TLS_DIR/client.key" ]; then
+		return 0
+	fi
+	command -v openssl >/dev/null || apt_install openssl
+	log "generating a test CA and certificates in $TLS_DIR"
+	local tmp
+	tmp=$(mktemp -d)
+	(
+		cd "$tmp"
+		openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 3650 \
+			-subj "/CN=libmetricq test CA" \
+			-addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+		for who in server client; do
+			openssl req -newkey rsa:2048 -nodes -keyout "$who.key" -out "$who.csr" \
+				-subj "/CN=$([ $who = server ] && echo localhost || echo libmetricq-test-client)" 2>/dev/null
+			if [ $who = server ]; then
+				printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n' >ext
+			else
+				printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n' >ext
+			fi
+			openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -out "$who.pem" \
+				-days 825 -extfile ext 2>/dev/null
+		done
+	) || { rm -rf "$tmp"; die "generating test certificates failed"; }
+	mkdir -p "$TLS_DIR"
+	install -m 0600 "$tmp/ca.key" "$TLS_DIR/ca.key"
+	install -m 0644 "$tmp/ca.pem" "$tmp/server.pem" "$tmp/client.pem" "$TLS_DIR/"
+	# Test material for a loopback-only broker: the client key is readable
+	# by the (possibly non-root) test suites.
+	install -m 0644 "$tmp/client.key" "$TLS_DIR/client.key"
+	install -m 0640 "$tmp/server.key" "$TLS_DIR/server.key"
+	chgrp rabbitmq "$TLS_DIR/server.key" 2>/dev/null || chmod 0644 "$TLS_DIR/server.key"
+	chmod 0755 "$TLS_DIR"
+	rm -rf "$tmp"
+	CONFIG_CHANGED=1
+}
+
 configure() {
+	gen_tls
 	write_config /etc/rabbitmq/rabbitmq.conf "$CONF_MARKER
 # AMQP and the management API only on loopback (guest may only log in from there anyway).
 listeners.tcp.default = $HOST:$AMQP_PORT
 management.tcp.ip = $HOST
-management.tcp.port = $MGMT_PORT"
+management.tcp.port = $MGMT_PORT
+# TLS listener for the TLS tests, with the throw-away test CA of $TLS_DIR.
+listeners.ssl.default = $HOST:$AMQPS_PORT
+ssl_options.cacertfile = $TLS_DIR/ca.pem
+ssl_options.certfile = $TLS_DIR/server.pem
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false"
 	# Erlang term file; it has no comment syntax that rabbitmq-plugins keeps, so
 	# only create it when missing.
 	if [ ! -e /etc/rabbitmq/enabled_plugins ]; then
@@ -96,12 +161,46 @@ cmd_ensure() {
 			"$0 ensure   # to start it"
 		apt_install rabbitmq-server
 	fi
+	if is_root; then
+		configure
+	fi
 	if port_open "$HOST" "$AMQP_PORT"; then
+		if [ "$CONFIG_CHANGED" = 1 ] || { grep -q '^listeners.ssl.default' /etc/rabbitmq/rabbitmq.conf 2>/dev/null &&
+			head -n1 /etc/rabbitmq/rabbitmq.conf | grep -qF "$CONF_MARKER" && ! port_open "$HOST" "$AMQPS_PORT"; }; then
+			need_root "restarting RabbitMQ with its new configuration" "$0 ensure"
+			restart_broker
+			return 0
+		fi
 		log "broker is running on $HOST:$AMQP_PORT"
 		return 0
 	fi
 	need_root "starting RabbitMQ" "$0 ensure"
-	configure
+	start_broker
+}
+
+# restart_broker: stop and start the broker, once no test binary uses it.
+restart_broker() {
+	log "configuration changed: restarting the broker once no test suite uses it (lock $BROKER_LOCK)"
+	exec 9>>"$BROKER_LOCK"
+	chmod 0666 "$BROKER_LOCK" 2>/dev/null || true
+	if ! flock -x -w 900 9; then
+		die "the broker is still in use by tests after 15 min; restart it later with: $0 ensure"
+	fi
+	if [ -d /run/systemd/system ]; then
+		systemctl stop rabbitmq-server
+	else
+		rabbitmqctl -q stop 2>/dev/null || true
+	fi
+	local t0=$SECONDS
+	while port_open "$HOST" "$AMQP_PORT"; do
+		((SECONDS - t0 > 60)) && die "broker did not stop within 60s"
+		sleep 0.5
+	done
+	start_broker
+	exec 9>&-
+}
+
+start_broker() {
 	local t0=$SECONDS
 	if [ -d /run/systemd/system ]; then
 		log "starting rabbitmq-server (systemd)"
@@ -109,7 +208,7 @@ cmd_ensure() {
 	else
 		log "starting rabbitmq-server -detached"
 		# Own session, so a Ctrl-C in the terminal that started it won't reach it.
-		(cd / && setsid rabbitmq-server -detached) </dev/null
+		(cd / && setsid rabbitmq-server -detached) </dev/null 9>&-
 	fi
 	until port_open "$HOST" "$AMQP_PORT"; do
 		if ((SECONDS - t0 > START_TIMEOUT)); then
@@ -125,6 +224,10 @@ cmd_ensure() {
 	if ! timeout "$START_TIMEOUT" rabbitmqctl -q await_startup --timeout "$START_TIMEOUT"; then
 		show_logs
 		die "rabbitmqctl await_startup failed"
+	fi
+	if grep -q '^listeners.ssl.default' /etc/rabbitmq/rabbitmq.conf 2>/dev/null && ! port_open "$HOST" "$AMQPS_PORT"; then
+		show_logs
+		log "warning: the TLS listener on $HOST:$AMQPS_PORT did not open (the TLS tests will fail)"
 	fi
 	# The default user guest is an administrator (needed for the management API);
 	# make sure, in case the node was set up otherwise.

@@ -29,6 +29,13 @@ const EnvURL = "METRICQ_TEST_URL"
 // URL returns the test broker's URL, failing the test when it is not set.
 func URL(t testing.TB) string {
 	t.Helper()
+	u := envURL(t)
+	sharedBroker(t)
+	return u
+}
+
+func envURL(t testing.TB) string {
+	t.Helper()
 	u := os.Getenv(EnvURL)
 	if u == "" {
 		t.Fatalf("%s is not set: this test needs RabbitMQ. Run it through scripts/with-vhost.sh "+
@@ -76,9 +83,13 @@ var (
 // It takes an exclusive lock (flock) on a file named after the URL in the
 // temporary directory, waiting for another binary to exit. The lock is held
 // until this process exits, so calling it again, from any test, is free.
+//
+// While it waits, the process lets go of its shared broker lock (see
+// ExclusiveBroker), so that a binary holding the vhost and waiting to
+// restart the broker does not wait for this one, which waits for it.
 func ExclusiveVhost(t testing.TB) {
 	t.Helper()
-	u := URL(t)
+	u := envURL(t)
 	exclusiveOnce.Do(func() {
 		sum := sha256.Sum256([]byte(u))
 		path := filepath.Join(os.TempDir(), "libmetricq-vhost-"+hex.EncodeToString(sum[:8])+".lock")
@@ -89,7 +100,10 @@ func ExclusiveVhost(t testing.TB) {
 		}
 		// Deliberately never closed: the lock lives as long as the process.
 		exclusiveFile = f
-		exclusiveErr = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
+		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+			return
+		}
+		exclusiveErr = withoutSharedBroker(func() error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX) })
 	})
 	if exclusiveErr != nil {
 		t.Fatalf("lock the test vhost: %v", exclusiveErr)

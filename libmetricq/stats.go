@@ -45,7 +45,7 @@ type Stats struct {
 }
 
 type counters struct {
-	pointsAccepted, pointsPublished, pointsConfirmed atomic.Uint64
+	pointsPublished, pointsConfirmed                 atomic.Uint64
 	chunksPublished, chunksConfirmed, bytesPublished atomic.Uint64
 	reconnects, publishErrors, bufferFullWaits       atomic.Uint64
 	blockedEvents                                    atomic.Uint64

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq/manager"
 )
 

@@ -13,8 +13,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/libmetricq/internal/testenv"
 )
 
 // logBuffer collects a source's log (debug level) for assertions.

@@ -19,7 +19,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/libmetricq/libmetricq/libmetricq/internal/testenv"
+	"github.com/libmetricq/libmetricq/internal/testenv"
 )
 
 // waitTimeout bounds every wait for a reply or message in these tests.

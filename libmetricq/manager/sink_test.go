@@ -11,8 +11,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/libmetricq/internal/testenv"
 )
 
 // publisher publishes to metricq.data with publisher confirms, so that once

@@ -27,15 +27,10 @@
 // lib/ (and fortran/). Concurrent test binaries serialise their make runs
 // with a lock file in the build directory.
 //
-// Locks: tests/ cannot import libmetricq/internal/testenv, so this package
-// keeps its two locks, on the same files: a shared lock on
-// $TMPDIR/libmetricq-broker.lock while the broker is in use, and the
-// exclusive vhost lock (testenv.ExclusiveVhost) before a manager starts.
+// The broker and vhost locks are internal/testenv's (URL, ExclusiveVhost).
 package harness
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -45,9 +40,6 @@ import (
 	"syscall"
 	"testing"
 )
-
-// EnvURL names the test broker's URL (scripts/with-vhost.sh sets it).
-const EnvURL = "METRICQ_TEST_URL"
 
 // Root is the repository root (the directory holding go.mod).
 func Root(t testing.TB) string {
@@ -161,84 +153,6 @@ func BuildFortran(t testing.TB) string {
 	BuildLib(t)
 	Make(t, "mk/bindings.mk", "fortran-lib")
 	return BuildDir(t)
-}
-
-// The locks shared with libmetricq/internal/testenv.
-var locks struct {
-	mu         sync.Mutex
-	broker     *os.File
-	shared     bool
-	vhostOnce  sync.Once
-	vhost      *os.File // kept reachable: its finalizer would drop the lock
-	vhostError error
-}
-
-// BrokerURL is the test broker's URL; the test fails (it does not skip)
-// when METRICQ_TEST_URL is unset. It takes the shared broker lock for the
-// rest of the process.
-func BrokerURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv(EnvURL)
-	if u == "" {
-		t.Fatalf("%s is not set: this test needs RabbitMQ. Run it through scripts/with-vhost.sh "+
-			"(e.g. scripts/with-vhost.sh make -f mk/bindings.mk cpp-test)", EnvURL)
-	}
-	locks.mu.Lock()
-	defer locks.mu.Unlock()
-	if !locks.shared {
-		if locks.broker == nil {
-			f, err := os.OpenFile(filepath.Join(os.TempDir(), "libmetricq-broker.lock"), os.O_CREATE|os.O_RDWR, 0o666)
-			if err != nil {
-				t.Fatalf("broker lock: %v", err)
-			}
-			locks.broker = f
-		}
-		if err := syscall.Flock(int(locks.broker.Fd()), syscall.LOCK_SH); err != nil {
-			t.Fatalf("broker lock: %v", err)
-		}
-		locks.shared = true
-	}
-	return u
-}
-
-// LockVhost makes this process the only one using the test vhost among
-// those that take this lock (testenv.ExclusiveVhost's lock file), waiting
-// for the others; call it before starting a manager. While it waits it
-// lets go of the shared broker lock, as testenv does.
-func LockVhost(t testing.TB) {
-	t.Helper()
-	u := BrokerURL(t)
-	locks.vhostOnce.Do(func() {
-		sum := sha256.Sum256([]byte(u))
-		path := filepath.Join(os.TempDir(), "libmetricq-vhost-"+hex.EncodeToString(sum[:8])+".lock")
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			locks.vhostError = err
-			return
-		}
-		locks.vhost = f
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			return
-		}
-		locks.mu.Lock()
-		held := locks.shared
-		if held {
-			_ = syscall.Flock(int(locks.broker.Fd()), syscall.LOCK_UN)
-			locks.shared = false
-		}
-		locks.mu.Unlock()
-		locks.vhostError = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if held {
-			locks.mu.Lock()
-			if syscall.Flock(int(locks.broker.Fd()), syscall.LOCK_SH) == nil {
-				locks.shared = true
-			}
-			locks.mu.Unlock()
-		}
-	})
-	if locks.vhostError != nil {
-		t.Fatalf("lock the test vhost: %v", locks.vhostError)
-	}
 }
 
 // LogWriter streams a child's output into the test log, line by line.

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/libmetricq/manager"
 )
@@ -39,8 +40,8 @@ func QuietLogger() *slog.Logger {
 // test.
 func Start(t *testing.T, configs map[string]map[string]any) *Env {
 	t.Helper()
-	LockVhost(t)
-	u := BrokerURL(t)
+	testenv.ExclusiveVhost(t)
+	u := testenv.URL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	m, err := manager.Start(ctx, manager.Config{URL: u, Logger: QuietLogger(), Configs: configs})
@@ -330,7 +331,7 @@ func (e *Env) RunProgram(t *testing.T, timeout time.Duration, prefix string, env
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(append(os.Environ(), EnvURL+"="+e.URL, "METRICQ_LOG=warn"), env...)
+	cmd.Env = append(append(os.Environ(), testenv.EnvURL+"="+e.URL, "METRICQ_LOG=warn"), env...)
 	logw := &LogWriter{T: t, Name: filepath.Base(name)}
 	defer logw.Flush()
 	cmd.Stderr = logw

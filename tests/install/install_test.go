@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/tests/harness"
 )
@@ -43,7 +44,7 @@ func install(t *testing.T, prefix, stage string) string {
 func TestInstall(t *testing.T) {
 	root := harness.Root(t)
 	harness.BuildFortran(t)
-	harness.BrokerURL(t)
+	testenv.URL(t)
 	tmp := t.TempDir()
 	prefix := filepath.Join(tmp, "prefix")
 	install(t, prefix, "")

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"io"
@@ -15,143 +14,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
 
-// The helpers below repeat what libmetricq/internal/testenv offers: Go's
-// internal-package rule keeps this package (outside libmetricq/) from
-// importing it. They take the very same lock files, so that this binary
-// takes part in the locking of the other test binaries:
-//   - the broker lock: a shared flock on $TMPDIR/libmetricq-broker.lock held
-//     while the process runs (tests that restart the broker take it
-//     exclusively, and so does scripts/broker.sh before a restart);
-//   - the vhost lock: an exclusive flock on
-//     $TMPDIR/libmetricq-vhost-<sha256(url)[:8]>.lock, taken before a
-//     manager starts, waited for without the broker lock.
-// Keep them in step with libmetricq/internal/testenv (testenv.go, broker.go).
-
-var broker struct {
-	mu     sync.Mutex
-	file   *os.File // kept reachable: its finalizer would drop the lock
-	shared bool
-}
-
-// sharedBroker is testenv's: the shared broker lock for the rest of the
-// process.
-func sharedBroker(t testing.TB) {
-	t.Helper()
-	broker.mu.Lock()
-	defer broker.mu.Unlock()
-	if broker.shared {
-		return
-	}
-	path := filepath.Join(os.TempDir(), "libmetricq-broker.lock")
-	var err error
-	if broker.file == nil {
-		broker.file, err = os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
-	}
-	if err == nil {
-		err = syscall.Flock(int(broker.file.Fd()), syscall.LOCK_SH)
-	}
-	if err != nil {
-		t.Fatalf("lock %s: %v", path, err)
-	}
-	broker.shared = true
-}
-
-// withoutSharedBroker runs wait with the shared broker lock released, and
-// takes it again afterwards.
-func withoutSharedBroker(wait func() error) error {
-	broker.mu.Lock()
-	held := broker.shared
-	if held {
-		_ = syscall.Flock(int(broker.file.Fd()), syscall.LOCK_UN)
-		broker.shared = false
-	}
-	broker.mu.Unlock()
-	err := wait()
-	if held {
-		broker.mu.Lock()
-		if !broker.shared {
-			if lerr := syscall.Flock(int(broker.file.Fd()), syscall.LOCK_SH); lerr == nil {
-				broker.shared = true
-			}
-		}
-		broker.mu.Unlock()
-	}
-	return err
-}
-
-func envURL(t testing.TB) string {
-	t.Helper()
-	u := os.Getenv("METRICQ_TEST_URL")
-	if u == "" {
-		t.Fatal("METRICQ_TEST_URL is not set: these tests need RabbitMQ. Run them through scripts/with-vhost.sh, " +
-			"e.g. METRICQ_PYTHON=$PWD/.venv/bin/python scripts/with-vhost.sh go test ./tests/interop/...")
-	}
-	return u
-}
-
-// brokerURL is testenv.URL: the test broker's URL; it takes the shared
-// broker lock.
-func brokerURL(t testing.TB) string {
-	t.Helper()
-	u := envURL(t)
-	sharedBroker(t)
-	return u
-}
-
-var (
-	exclusiveOnce sync.Once
-	exclusiveErr  error
-	exclusiveFile *os.File // kept reachable: its finalizer would drop the lock
-)
-
-// exclusiveVhost is testenv.ExclusiveVhost: an flock on
-// $TMPDIR/libmetricq-vhost-<sha256(url)[:8]>.lock held until the process
-// exits. Call it before starting a manager.
-func exclusiveVhost(t testing.TB) {
-	t.Helper()
-	u := envURL(t)
-	exclusiveOnce.Do(func() {
-		sum := sha256.Sum256([]byte(u))
-		path := filepath.Join(os.TempDir(), "libmetricq-vhost-"+hex.EncodeToString(sum[:8])+".lock")
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-		if err != nil {
-			exclusiveErr = err
-			return
-		}
-		exclusiveFile = f
-		if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-			return
-		}
-		exclusiveErr = withoutSharedBroker(func() error { return syscall.Flock(int(f.Fd()), syscall.LOCK_EX) })
-	})
-	if exclusiveErr != nil {
-		t.Fatalf("lock the test vhost: %v", exclusiveErr)
-	}
-}
-
-// token is testenv.Token: "<prefix>-<test name>-<random hex>".
-func token(t testing.TB, prefix string) string {
-	t.Helper()
-	name := strings.Map(func(r rune) rune {
-		switch {
-		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
-			return r
-		case r >= 'A' && r <= 'Z':
-			return r + ('a' - 'A')
-		}
-		return '-'
-	}, t.Name())
-	if len(name) > 40 {
-		name = name[:40]
-	}
-	return prefix + "-" + strings.Trim(name, "-") + "-" + randomHex(4)
-}
-
+// randomHex returns n random bytes in hex (metric name prefixes).
 func randomHex(n int) string {
 	b := make([]byte, n)
 	_, _ = rand.Read(b)

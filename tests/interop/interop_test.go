@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/libmetricq/manager"
 )
@@ -37,13 +38,13 @@ const testTimeout = 60 * time.Second
 // of each sink once the manager has bound its queue.
 func startManager(ctx context.Context, t *testing.T, subscribed chan string) *manager.Manager {
 	t.Helper()
-	exclusiveVhost(t)
+	testenv.ExclusiveVhost(t)
 	logs := &syncBuffer{}
 	var h slog.Handler = slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo})
 	if subscribed != nil {
 		h = subscribedHandler{h, subscribed}
 	}
-	m, err := manager.Start(ctx, manager.Config{URL: brokerURL(t), Logger: slog.New(h)})
+	m, err := manager.Start(ctx, manager.Config{URL: testenv.URL(t), Logger: slog.New(h)})
 	if err != nil {
 		t.Fatalf("start manager: %v", err)
 	}
@@ -147,7 +148,7 @@ type pyPoint struct {
 // points, bit for bit, in order, in the expected messages.
 func TestInteropPythonSinkReceivesGoSource(t *testing.T) {
 	py := python(t)
-	url := brokerURL(t)
+	url := testenv.URL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	mgr := startManager(ctx, t, nil)
@@ -163,7 +164,7 @@ func TestInteropPythonSinkReceivesGoSource(t *testing.T) {
 	)
 	metrics := []string{single, chunked, manual, batch, extreme, marker}
 
-	sink := start(ctx, t, py, script(t, "py_sink.py"), url, token(t, "sink-interop"), single, chunked, manual, batch, extreme, marker)
+	sink := start(ctx, t, py, script(t, "py_sink.py"), url, testenv.Token(t, "sink-interop"), single, chunked, manual, batch, extreme, marker)
 	ready := sink.next(ctx, "the ready line")
 	if ev := event(t, ready); ev != "ready" {
 		t.Fatalf("py_sink.py: first line is not ready: %s", ready)
@@ -204,7 +205,7 @@ func TestInteropPythonSinkReceivesGoSource(t *testing.T) {
 	}
 	want[extreme].chunks = []int{2, 2, 2}
 
-	srcToken := token(t, "source-interop")
+	srcToken := testenv.Token(t, "source-interop")
 	src, err := libmetricq.NewSource(url, srcToken, sourceLog(t))
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +280,7 @@ func TestInteropPythonSinkReceivesGoSource(t *testing.T) {
 	// The marker comes from a second source once the first one has stopped
 	// (all its chunks confirmed, hence queued): everything the Python sink
 	// gets before the marker is everything the first source sent.
-	markerSrc, err := libmetricq.NewSource(url, token(t, "source-interop-marker"), sourceLog(t))
+	markerSrc, err := libmetricq.NewSource(url, testenv.Token(t, "source-interop-marker"), sourceLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,7 +444,7 @@ func buildTail(t *testing.T, dir string) string {
 // nothing but the expected points before the marker.
 func TestInteropPythonSourceReachesTail(t *testing.T) {
 	py := python(t)
-	url := brokerURL(t)
+	url := testenv.URL(t)
 	tail := buildTail(t, t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
@@ -513,7 +514,7 @@ func TestInteropPythonSourceReachesTail(t *testing.T) {
 
 	// The in-process sink: Subscribe returns once subscribed.
 	all := append(slices.Clone(metrics), marker)
-	sub, err := manager.SubscribeWith(ctx, url, token(t, "sink-interop-go"), all, manager.SubscribeOptions{Buffer: 1024})
+	sub, err := manager.SubscribeWith(ctx, url, testenv.Token(t, "sink-interop-go"), all, manager.SubscribeOptions{Buffer: 1024})
 	if err != nil {
 		t.Fatalf("subscribe: %v", err)
 	}
@@ -521,12 +522,12 @@ func TestInteropPythonSourceReachesTail(t *testing.T) {
 	drainSubscribed(subscribed, sub.Token())
 
 	// tail, gated on the manager's log.
-	tailToken := token(t, "sink-interop-tail")
+	tailToken := testenv.Token(t, "sink-interop-tail")
 	tailArgs := append([]string{"tail", "-token", tailToken, "-json", "-n", fmt.Sprint(total + 1), "-timeout", "55s", url}, all...)
 	tailProc := start(ctx, t, tail, tailArgs...)
 	waitSubscribed(ctx, t, subscribed, tailToken, tailProc)
 
-	pyToken := token(t, "source-interop-py")
+	pyToken := testenv.Token(t, "source-interop-py")
 	source := start(ctx, t, py, script(t, "py_source.py"), url, pyToken, planFile)
 	source.wait(ctx)
 	var events []string
@@ -539,7 +540,7 @@ func TestInteropPythonSourceReachesTail(t *testing.T) {
 
 	// The marker, from a Go source, after the Python source has gone.
 	markerPoint := pt(t0, 42)
-	markerSrc, err := libmetricq.NewSource(url, token(t, "source-interop-marker"), sourceLog(t))
+	markerSrc, err := libmetricq.NewSource(url, testenv.Token(t, "source-interop-marker"), sourceLog(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -754,13 +755,13 @@ type rpcOutcome struct {
 // reply, and an unknown function with the reference's error text.
 func TestInteropPythonDiscoverAndConfig(t *testing.T) {
 	py := python(t)
-	url := brokerURL(t)
+	url := testenv.URL(t)
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	startManager(ctx, t, nil)
 
 	configs := make(chan map[string]any, 8)
-	goToken := token(t, "source-interop-rpc")
+	goToken := testenv.Token(t, "source-interop-rpc")
 	src, err := libmetricq.NewSource(url, goToken, sourceLog(t),
 		libmetricq.WithClientVersion("interop-test/1.2.3"),
 		libmetricq.WithConfigHandler(func(_ context.Context, _ *libmetricq.Source, config map[string]any) error {
@@ -793,7 +794,7 @@ func TestInteropPythonDiscoverAndConfig(t *testing.T) {
 	if err := os.WriteFile(configFile, []byte(`[`+pushed+`, {"fail": true}]`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	client := start(ctx, t, py, script(t, "py_client.py"), url, token(t, "client-interop"), goToken, configFile)
+	client := start(ctx, t, py, script(t, "py_client.py"), url, testenv.Token(t, "client-interop"), goToken, configFile)
 	line := client.next(ctx, "the result line")
 	client.wait(ctx)
 	var res pyClientResult

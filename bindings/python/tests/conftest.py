@@ -60,7 +60,7 @@ def _digest(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-# --- the broker and vhost locks (libmetricq/internal/testenv) --------------
+# --- the broker and vhost locks (internal/testenv) -------------------------
 
 
 def _go_tempdir():

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/tests/harness"
 )
 
@@ -28,7 +29,7 @@ func cxx() string {
 
 func TestCpp(t *testing.T) {
 	root, build := harness.Root(t), harness.BuildLib(t)
-	harness.BrokerURL(t)
+	testenv.URL(t)
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "test_metricq")
 	src := filepath.Join(root, "tests", "cpp", "test_metricq.cpp")

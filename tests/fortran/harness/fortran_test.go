@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/tests/harness"
 )
 
@@ -24,7 +25,7 @@ func fc() string {
 
 func TestFortran(t *testing.T) {
 	root, build := harness.Root(t), harness.BuildFortran(t)
-	harness.BrokerURL(t)
+	testenv.URL(t)
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "test_metricq")
 	args := []string{"-std=f2018", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fcheck=all",

@@ -200,6 +200,15 @@ typedef struct mq_stats {
     uint64_t buffer_full_waits; /* sends that had to wait for buffer space          */
     uint64_t blocked_events;    /* times the broker blocked publishing              */
     uint64_t blocked;           /* 1 while the broker blocks publishing             */
+    /* Since 0.1.0, after the fields above: */
+    uint64_t chunks_republished;   /* republished after a lost connection: may
+                                      reach a sink twice (docs/reliability.md) */
+    uint64_t buffer_full_timeouts; /* sends refused: buffer full until timeout */
+    uint64_t points_dropped;       /* accepted, never confirmed: the source
+                                      stopped first (stop timeout in an outage) */
+    uint64_t management_reconnects;/* management connections restored          */
+    uint64_t data_connected;       /* 1 while the data connection is up        */
+    uint64_t management_connected; /* 1 while the management connection is up  */
 } mq_stats;
 int mq_source_stats(mq_source *src, mq_stats *stats, size_t size);
 

@@ -506,15 +506,19 @@ func mq_source_stats(src C.uintptr_t, out unsafe.Pointer, size C.size_t) (status
 		return fail(s, invalidf("stats is NULL"))
 	}
 	st := s.Stats()
-	var blocked uint64
-	if st.Blocked {
-		blocked = 1
+	flag := func(b bool) C.uint64_t {
+		if b {
+			return 1
+		}
+		return 0
 	}
 	values := [C.LIBMQ_STATS_FIELDS]C.uint64_t{
 		C.uint64_t(st.PointsAccepted), C.uint64_t(st.PointsPublished), C.uint64_t(st.PointsConfirmed),
 		C.uint64_t(st.ChunksPublished), C.uint64_t(st.ChunksConfirmed), C.uint64_t(st.BytesPublished),
 		C.uint64_t(st.BufferedPoints), C.uint64_t(st.Reconnects), C.uint64_t(st.PublishErrors),
-		C.uint64_t(st.BufferFullWaits), C.uint64_t(st.BlockedEvents), C.uint64_t(blocked),
+		C.uint64_t(st.BufferFullWaits), C.uint64_t(st.BlockedEvents), flag(st.Blocked),
+		C.uint64_t(st.ChunksRepublished), C.uint64_t(st.BufferFullTimeouts), C.uint64_t(st.PointsDropped),
+		C.uint64_t(st.ManagementReconnects), flag(st.DataConnected), flag(st.ManagementConnected),
 	}
 	C.libmq_fill_stats(out, size, &values[0])
 	return 0

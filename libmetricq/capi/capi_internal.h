@@ -25,7 +25,7 @@ LIBMQ_HIDDEN uintptr_t libmq_in_update(void);
 LIBMQ_HIDDEN uintptr_t libmq_in_config(void);
 
 /* Copies the counters (mq_stats field order) into out, at most size bytes. */
-#define LIBMQ_STATS_FIELDS 12
+#define LIBMQ_STATS_FIELDS 18
 LIBMQ_HIDDEN void libmq_fill_stats(void *out, size_t size, const uint64_t *values);
 
 #endif

@@ -230,7 +230,7 @@ func (s *Source) connect(ctx context.Context) error {
 	if err := decodeField(reply, "dataExchange", &exchange, true); err != nil {
 		return err
 	}
-	dataURL, err := deriveDataURL(s.url, address)
+	dataURL, err := DataURL(s.url, address)
 	if err != nil {
 		return err
 	}

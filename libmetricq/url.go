@@ -123,7 +123,7 @@ func passwordOf(rawURL string) string {
 	return pw
 }
 
-// deriveDataURL turns the manager's dataServerAddress into the URL of the
+// DataURL turns the manager's dataServerAddress into the URL of the
 // data connection, as the reference does: "vhost:<path>" keeps everything of
 // the management URL but the vhost ("vhost:/" is "/", "vhost:/data" and
 // "vhost:data" are "data"), its scheme and query (TLS parameters) included;
@@ -131,7 +131,7 @@ func passwordOf(rawURL string) string {
 // put in place of its own. When both are amqps:// and the address has no
 // query, the management URL's CA, client certificate and verification
 // settings carry over (and its server name too when the host is the same).
-func deriveDataURL(managementURL, dataServerAddress string) (string, error) {
+func DataURL(managementURL, dataServerAddress string) (string, error) {
 	if _, err := parseBrokerURL(managementURL); err != nil {
 		return "", err
 	}
@@ -143,11 +143,13 @@ func deriveDataURL(managementURL, dataServerAddress string) (string, error) {
 		return "", fmt.Errorf("%w: manager sent an empty dataServerAddress", ErrRPC)
 	}
 	if path, ok := strings.CutPrefix(dataServerAddress, "vhost:"); ok {
+		// As the reference (aiormq): the text is the vhost literally, but
+		// for "%2F", which stands for "/".
 		vhost := strings.TrimPrefix(path, "/")
 		if vhost == "" {
 			vhost = "/"
-		} else if vhost, err = url.PathUnescape(vhost); err != nil {
-			return "", fmt.Errorf("%w: dataServerAddress %q: %v", ErrRPC, dataServerAddress, err)
+		} else {
+			vhost = strings.ReplaceAll(strings.ReplaceAll(vhost, "%2F", "/"), "%2f", "/")
 		}
 		data := *mgmt
 		if vhost == "/" {

@@ -22,13 +22,16 @@ func TestDeriveDataURL(t *testing.T) {
 		{"amqp://admin:secret@rabbit/mgmt", "vhost:/data", want{"amqp", "rabbit", "admin", "secret", "data", 5672}},
 		{"amqp://admin:secret@rabbit/mgmt", "vhost:data", want{"amqp", "rabbit", "admin", "secret", "data", 5672}},
 		{"amqp://admin:secret@rabbit/", "vhost:%2Fodd", want{"amqp", "rabbit", "admin", "secret", "/odd", 5672}},
+		// Literal, as aiormq reads it: only %2F is decoded.
+		{"amqp://admin:secret@rabbit/", "vhost:x y", want{"amqp", "rabbit", "admin", "secret", "x y", 5672}},
+		{"amqp://admin:secret@rabbit/", "vhost:a%20b", want{"amqp", "rabbit", "admin", "secret", "a%20b", 5672}},
 		{"amqps://admin:secret@rabbit/", "vhost:/", want{"amqps", "rabbit", "admin", "secret", "/", 5671}},
 		{"amqp://admin:secret@rabbit/", "amqp://other:9999/data", want{"amqp", "other", "admin", "secret", "data", 9999}},
 		{"amqp://admin:secret@rabbit/", "amqp://intruder:pw@other/", want{"amqp", "other", "admin", "secret", "/", 5672}},
 		{"amqp://admin:secret@rabbit/", "amqps://other/", want{"amqps", "other", "admin", "secret", "/", 5671}},
 	}
 	for _, c := range cases {
-		got, err := deriveDataURL(c.mgmt, c.address)
+		got, err := DataURL(c.mgmt, c.address)
 		if err != nil {
 			t.Errorf("%s + %s: %v", c.mgmt, c.address, err)
 			continue
@@ -44,7 +47,7 @@ func TestDeriveDataURL(t *testing.T) {
 		}
 	}
 	for _, bad := range []string{"", "http://x/", "amqp://[::1"} {
-		if _, err := deriveDataURL("amqp://u:p@h/", bad); !errors.Is(err, ErrRPC) {
+		if _, err := DataURL("amqp://u:p@h/", bad); !errors.Is(err, ErrRPC) {
 			t.Errorf("address %q: want ErrRPC, got %v", bad, err)
 		}
 	}
@@ -80,7 +83,7 @@ func TestDeriveDataURLKeepsTLSParameters(t *testing.T) {
 		"amqp://other/data": {"cacertfile": ""},
 	}
 	for address, want := range cases {
-		got, err := deriveDataURL(mgmt, address)
+		got, err := DataURL(mgmt, address)
 		if err != nil {
 			t.Errorf("%s: %v", address, err)
 			continue
@@ -98,7 +101,7 @@ func TestDeriveDataURLKeepsTLSParameters(t *testing.T) {
 			}
 		}
 	}
-	if got, _ := deriveDataURL(mgmt, "vhost:/data"); !strings.HasPrefix(got, "amqps://admin:s3cret@rabbit:5671/data?") {
+	if got, _ := DataURL(mgmt, "vhost:/data"); !strings.HasPrefix(got, "amqps://admin:s3cret@rabbit:5671/data?") {
 		t.Errorf("vhost: %s", RedactURL(got))
 	}
 }

@@ -2,7 +2,6 @@ package manager
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -87,7 +86,7 @@ func dataServerAddresses(managementURL, dataAddress string) (reply, connect stri
 	if dataAddress == "" {
 		dataAddress = vhostAddress(mgmt.Vhost)
 	}
-	connect, err = DeriveDataURL(managementURL, dataAddress)
+	connect, err = libmetricq.DataURL(managementURL, dataAddress)
 	if err != nil {
 		return "", "", err
 	}
@@ -111,36 +110,6 @@ func vhostAddress(vhost string) string {
 	if vhost == "" || vhost == "/" {
 		return "vhost:/"
 	}
-	return "vhost:" + url.PathEscape(vhost)
-}
-
-// DeriveDataURL turns a dataServerAddress into the URL of the data
-// connection, as the reference client (metricq-python) does: "vhost:<path>"
-// keeps everything of the management URL but the vhost ("vhost:/" is "/",
-// "vhost:/data" and "vhost:data" are "data"); any other address is used with
-// the management URL's credentials in place of its own.
-func DeriveDataURL(managementURL, dataServerAddress string) (string, error) {
-	mgmt, err := amqp.ParseURI(managementURL)
-	if err != nil {
-		return "", fmt.Errorf("management URL %s: %s", libmetricq.RedactURL(managementURL), redact(err, managementURL))
-	}
-	if dataServerAddress == "" {
-		return "", errors.New("invalid dataServerAddress provided: empty")
-	}
-	if path, ok := strings.CutPrefix(dataServerAddress, "vhost:"); ok {
-		vhost := strings.TrimPrefix(path, "/")
-		if vhost == "" {
-			vhost = "/"
-		} else if vhost, err = url.PathUnescape(vhost); err != nil {
-			return "", fmt.Errorf("dataServerAddress %q: %v", dataServerAddress, err)
-		}
-		mgmt.Vhost = vhost
-		return mgmt.String(), nil
-	}
-	data, err := amqp.ParseURI(dataServerAddress)
-	if err != nil {
-		return "", fmt.Errorf("dataServerAddress %s: %s", libmetricq.RedactURL(dataServerAddress), redact(err, dataServerAddress))
-	}
-	data.Username, data.Password = mgmt.Username, mgmt.Password
-	return data.String(), nil
+	// Clients read the text literally (as aiormq does), "%2F" meaning "/".
+	return "vhost:" + strings.ReplaceAll(vhost, "/", "%2F")
 }

@@ -198,7 +198,7 @@ func (s *Subscription) connect(ctx context.Context, metrics []string, opts Subsc
 	}
 	_ = json.Unmarshal(reply["metrics"], &s.metadata)
 
-	dataURL, err := DeriveDataURL(s.url, address)
+	dataURL, err := libmetricq.DataURL(s.url, address)
 	if err != nil {
 		return fmt.Errorf("sink.subscribe: %w", err)
 	}

@@ -123,7 +123,7 @@ func FuzzValidateMetricName(f *testing.F) {
 	f.Fuzz(func(t *testing.T, name string) {
 		err := ValidateMetricName(name)
 		valid := name != "" && len(name) <= 255 && utf8.ValidString(name) &&
-			!strings.ContainsAny(name, "*#") && !strings.HasPrefix(name, "_")
+			!strings.ContainsAny(name, "*#\x00") && !strings.HasPrefix(name, "_")
 		if valid != (err == nil) {
 			t.Fatalf("%q: valid=%v but error %v", name, valid, err)
 		}

@@ -12,7 +12,7 @@ const MaxNameLength = 255
 // ValidateMetricName applies the hard rules for metric names: non-empty, at
 // most 255 bytes of valid UTF-8 (an AMQP routing key), no "*" or "#" (sink
 // bindings treat them as wildcards, so such a metric could not be subscribed
-// to exactly), and no leading "_" (the manager's CouchDB refuses such
+// to exactly), no NUL byte, and no leading "_" (the manager's CouchDB refuses such
 // document ids). The recommended dotted pattern is policy, not checked.
 func ValidateMetricName(name string) error {
 	why := ""
@@ -25,6 +25,8 @@ func ValidateMetricName(name string) error {
 		why = "not valid UTF-8"
 	case strings.ContainsAny(name, "*#"):
 		why = `contains "*" or "#", which are AMQP wildcards`
+	case strings.ContainsRune(name, 0):
+		why = "contains a NUL byte, which no C caller could send"
 	case name[0] == '_':
 		why = `starts with "_", which MetricQ reserves`
 	default:

@@ -17,6 +17,20 @@
  *  - Strings are NUL-terminated UTF-8. Strings passed in are copied or used
  *    only during the call; strings returned stay valid as documented.
  *  - Timestamps are int64_t nanoseconds since the Unix epoch, UTC.
+ *
+ * Inside the host process (the library carries a Go runtime):
+ *  - Threads the host created may call everything; the library's own work
+ *    runs on threads of its own.
+ *  - Signal handlers the host installed, before or after loading the
+ *    library, keep working, SIGINT included (a Python host still gets
+ *    KeyboardInterrupt). Handlers installed by the host must use SA_ONSTACK
+ *    for signals the Go runtime also handles (e.g. SIGSEGV, SIGPIPE).
+ *  - NOT supported: calling the library in a child created by fork() after
+ *    the library was loaded (the Go runtime's threads are gone and the call
+ *    hangs); create sources after forking, or exec. The Python binding
+ *    detects this and raises an error instead. Also unsupported: a second
+ *    Go runtime in the process (another Go c-shared library), which the Go
+ *    toolchain does not support.
  */
 #ifndef METRICQ_H
 #define METRICQ_H

@@ -174,3 +174,47 @@ def fn_address(callback):
 def last_error():
     """This thread's mq_last_error() as str."""
     return mq_last_error().decode("utf-8", "replace")
+
+
+# --- fork() ------------------------------------------------------------------
+# The Go runtime inside libmetricq.so does not survive fork(): in the child,
+# the first call into the library would hang for ever (its threads are gone).
+# So in a child every library function is replaced by a stand-in that fails
+# at once with this text, and the sources inherited from the parent (whose
+# connections belong to the parent) only report it; the parent is unaffected.
+FORKED = (
+    "libmetricq cannot be used in a process forked from the one that loaded it: "
+    "the Go runtime inside the library does not survive fork(), a call would hang. "
+    "Create sources after forking, or use multiprocessing's 'spawn' start method"
+)
+forked = False
+
+
+def _forked_stand_in(name, restype):
+    if name in ("mq_last_error", "mq_strerror"):
+        return lambda *args: FORKED.encode()
+    if name == "mq_now":
+        import time
+
+        return time.time_ns
+    if restype is c_int:
+        return lambda *args: ERR_INVALID
+    return lambda *args: None  # void, and NULL for the constructors
+
+
+def _after_fork_in_child():
+    global forked
+    forked = True
+    scope = globals()
+    for name, fn in list(scope.items()):
+        if name.startswith("mq_") and isinstance(fn, ctypes._CFuncPtr):
+            scope[name] = _forked_stand_in(name, fn.restype)
+    # Modules that bound functions at import time take the stand-ins too.
+    import sys
+
+    source = sys.modules.get(__package__ + ".source")
+    if source is not None:
+        source._send, source._send_batch = mq_source_send, mq_source_send_batch
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

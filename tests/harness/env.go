@@ -14,7 +14,8 @@
 //	@@ config  TOKEN JSON                request: the manager sends a "config" RPC;
 //	                                     answered on stdin with "ok" or "error TEXT"
 //	@@ discover TOKEN                    request: the manager broadcasts discover;
-//	                                     answered "ok" if TOKEN answered alive, else "fail TEXT"
+//	                                     answered "ok" if TOKEN answered alive (with the
+//	                                     library's metricqVersion), else "fail TEXT"
 //	@@ done                              the last line
 //
 // Every other line (and stderr) goes to the test log. Verify then checks

@@ -421,7 +421,7 @@ func (e *Env) discover(token string) string {
 	}
 	for _, r := range replies {
 		if r.AppID == token {
-			if r.Body["alive"] != true {
+			if r.Body["alive"] != true || r.Body["metricqVersion"] != libmetricq.VersionString {
 				return fmt.Sprintf("fail reply %v", r.Body)
 			}
 			return "ok"

@@ -3,95 +3,32 @@ package ctest
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/libmetricq/libmetricq/libmetricq"
+	"github.com/libmetricq/libmetricq/tests/harness"
 )
-
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
-
-// repoRoot is the directory holding go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
-}
-
-// build returns the build directory holding lib/ and cgo/, building the
-// library with make unless LIBMETRICQ_BUILD names a built one.
-func build(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		if dir := os.Getenv("LIBMETRICQ_BUILD"); dir != "" {
-			buildDir = dir
-			return
-		}
-		root := repoRoot(t)
-		cmd := exec.Command("make", "--no-print-directory", "-f", "mk/capi.mk", "lib")
-		cmd.Dir = root
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("make -f mk/capi.mk lib: %v\n%s", err, out)
-			return
-		}
-		buildDir = filepath.Join(root, "build")
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildDir
-}
-
-func run(t testing.TB, dir string, env []string, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // compileC builds a C program against include/ and build/lib.
 func compileC(t testing.TB, out string, sources ...string) {
 	t.Helper()
-	root, b := repoRoot(t), build(t)
+	root, b := harness.Root(t), harness.BuildLib(t)
 	args := []string{"-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-pthread", "-I" + filepath.Join(root, "include"), "-o", out}
 	for _, s := range sources {
 		args = append(args, filepath.Join(root, s))
 	}
-	args = append(args, "-L"+filepath.Join(b, "lib"), "-lmetricq", "-Wl,-rpath,"+filepath.Join(b, "lib"), "-lm")
-	run(t, root, nil, "cc", args...)
+	args = append(append(args, harness.LinkFlags(b)...), "-lm")
+	harness.Run(t, root, nil, "cc", args...)
 }
 
 // TestHeaderCompiles: metricq.h alone, in strict C89-with-stdint, C99, C11
 // and C++ (extern "C", no C-only constructs).
 func TestHeaderCompiles(t *testing.T) {
-	root := repoRoot(t)
+	root := harness.Root(t)
 	dir := t.TempDir()
 	program := `#include "metricq.h"
 #include <stdio.h>
@@ -114,16 +51,16 @@ int main(void) {
 	}
 	inc := "-I" + filepath.Join(root, "include")
 	for _, std := range []string{"-std=c99", "-std=c11", "-std=c17"} {
-		run(t, dir, nil, "cc", std, "-pedantic-errors", "-Wall", "-Wextra", "-Werror", inc, "-fsyntax-only", c)
+		harness.Run(t, dir, nil, "cc", std, "-pedantic-errors", "-Wall", "-Wextra", "-Werror", inc, "-fsyntax-only", c)
 	}
 	for _, std := range []string{"-std=c++11", "-std=c++17"} {
-		run(t, dir, nil, "c++", std, "-pedantic-errors", "-Wall", "-Wextra", "-Werror", inc, "-fsyntax-only", cpp)
+		harness.Run(t, dir, nil, "c++", std, "-pedantic-errors", "-Wall", "-Wextra", "-Werror", inc, "-fsyntax-only", cpp)
 	}
 	// Linked from C++ (the extern "C" guard makes the names match).
-	b := build(t)
+	b := harness.BuildLib(t)
 	exe := filepath.Join(dir, "check-cpp")
-	run(t, dir, nil, "c++", "-std=c++11", inc, "-o", exe, cpp, "-L"+filepath.Join(b, "lib"), "-lmetricq", "-Wl,-rpath,"+filepath.Join(b, "lib"))
-	out := run(t, dir, nil, exe)
+	harness.Run(t, dir, nil, "c++", "-std=c++11", inc, "-o", exe, cpp, "-L"+filepath.Join(b, "lib"), "-lmetricq", "-Wl,-rpath,"+filepath.Join(b, "lib"))
+	out := harness.Run(t, dir, nil, exe)
 	if want := libmetricq.VersionString + " 0 "; !strings.HasPrefix(out, want) {
 		t.Errorf("C++ program printed %q, want prefix %q", out, want)
 	}
@@ -131,7 +68,7 @@ int main(void) {
 
 // TestVersionMacros: the header's version is the Go library's.
 func TestVersionMacros(t *testing.T) {
-	header, err := os.ReadFile(filepath.Join(repoRoot(t), "include", "metricq.h"))
+	header, err := os.ReadFile(filepath.Join(harness.Root(t), "include", "metricq.h"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +147,7 @@ func prototypes(t *testing.T, text string) map[string]prototype {
 // generated header) have the header's signatures. The functions written in
 // C (helpers.c) are checked by the compiler, which sees metricq.h there.
 func TestExportsMatchHeader(t *testing.T) {
-	root, b := repoRoot(t), build(t)
+	root, b := harness.Root(t), harness.BuildLib(t)
 	header, err := os.ReadFile(filepath.Join(root, "include", "metricq.h"))
 	if err != nil {
 		t.Fatal(err)
@@ -235,7 +172,7 @@ func TestExportsMatchHeader(t *testing.T) {
 		}
 	}
 	var symbols []string
-	for _, line := range strings.Split(run(t, root, nil, "nm", "-D", "--defined-only", filepath.Join(b, "lib", "libmetricq.so")), "\n") {
+	for _, line := range strings.Split(harness.Run(t, root, nil, "nm", "-D", "--defined-only", filepath.Join(b, "lib", "libmetricq.so")), "\n") {
 		if f := strings.Fields(line); len(f) == 3 {
 			symbols = append(symbols, f[2])
 		}
@@ -249,7 +186,7 @@ func TestExportsMatchHeader(t *testing.T) {
 	if fmt.Sprint(symbols) != fmt.Sprint(names) {
 		t.Errorf("exported symbols differ from metricq.h:\n  library: %v\n  header:  %v", symbols, names)
 	}
-	soname := run(t, root, nil, "readelf", "-d", filepath.Join(b, "lib", "libmetricq.so"))
+	soname := harness.Run(t, root, nil, "readelf", "-d", filepath.Join(b, "lib", "libmetricq.so"))
 	if !strings.Contains(soname, "Library soname: [libmetricq.so.0]") {
 		t.Errorf("no SONAME libmetricq.so.0:\n%s", soname)
 	}
@@ -264,7 +201,7 @@ func TestExportsMatchHeader(t *testing.T) {
 // plugin hosts load it (a Go c-shared library has TLS constraints there),
 // and mq_last_error works on the loading thread.
 func TestDlopen(t *testing.T) {
-	b := build(t)
+	b := harness.BuildLib(t)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "dl.c")
 	program := `#include <dlfcn.h>
@@ -289,8 +226,8 @@ int main(int argc, char **argv) {
 		t.Fatal(err)
 	}
 	exe := filepath.Join(dir, "dl")
-	run(t, dir, nil, "cc", "-o", exe, src, "-ldl")
-	out := strings.TrimSpace(run(t, dir, nil, exe, filepath.Join(b, "lib", "libmetricq.so.0")))
+	harness.Run(t, dir, nil, "cc", "-o", exe, src, "-ldl")
+	out := strings.TrimSpace(harness.Run(t, dir, nil, exe, filepath.Join(b, "lib", "libmetricq.so.0")))
 	if want := libmetricq.VersionString + " -1 ok hidden"; out != want {
 		t.Errorf("dlopen program printed %q, want %q", out, want)
 	}
@@ -299,14 +236,10 @@ int main(int argc, char **argv) {
 // TestInstall: make install into a prefix, then build and run a program
 // the way users do, through pkg-config.
 func TestInstall(t *testing.T) {
-	root := repoRoot(t)
-	build(t)
+	root := harness.Root(t)
+	harness.BuildLib(t)
 	prefix := t.TempDir()
-	env := []string{}
-	if dir := os.Getenv("LIBMETRICQ_BUILD"); dir != "" {
-		env = append(env, "CAPI_BUILD="+dir)
-	}
-	run(t, root, env, "make", "--no-print-directory", "-f", "mk/capi.mk", "install", "PREFIX="+prefix)
+	harness.Make(t, "mk/capi.mk", "install", "PREFIX="+prefix)
 	for _, f := range []string{"lib/libmetricq.so." + libmetricq.Version, "lib/libmetricq.so.0", "lib/libmetricq.so", "include/metricq.h", "lib/pkgconfig/libmetricq.pc"} {
 		if _, err := os.Stat(filepath.Join(prefix, f)); err != nil {
 			t.Errorf("not installed: %s", f)
@@ -316,21 +249,21 @@ func TestInstall(t *testing.T) {
 		t.Error("cgo's generated header was installed")
 	}
 	pcEnv := []string{"PKG_CONFIG_PATH=" + filepath.Join(prefix, "lib", "pkgconfig")}
-	if got := strings.TrimSpace(run(t, root, pcEnv, "pkg-config", "--modversion", "libmetricq")); got != libmetricq.Version {
+	if got := strings.TrimSpace(harness.Run(t, root, pcEnv, "pkg-config", "--modversion", "libmetricq")); got != libmetricq.Version {
 		t.Errorf("pkg-config --modversion: %q", got)
 	}
-	flags := strings.Fields(run(t, root, pcEnv, "pkg-config", "--cflags", "--libs", "libmetricq"))
+	flags := strings.Fields(harness.Run(t, root, pcEnv, "pkg-config", "--cflags", "--libs", "libmetricq"))
 	dir := t.TempDir()
 	src := filepath.Join(dir, "v.c")
 	if err := os.WriteFile(src, []byte("#include <metricq.h>\n#include <stdio.h>\nint main(void) { puts(mq_version()); return 0; }\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	exe := filepath.Join(dir, "v")
-	run(t, dir, nil, "cc", append(append([]string{"-o", exe, src}, flags...), "-Wl,-rpath,"+filepath.Join(prefix, "lib"))...)
-	if out := strings.TrimSpace(run(t, dir, nil, exe)); out != libmetricq.VersionString {
+	harness.Run(t, dir, nil, "cc", append(append([]string{"-o", exe, src}, flags...), "-Wl,-rpath,"+filepath.Join(prefix, "lib"))...)
+	if out := strings.TrimSpace(harness.Run(t, dir, nil, exe)); out != libmetricq.VersionString {
 		t.Errorf("installed program printed %q", out)
 	}
-	ldd := run(t, dir, nil, "ldd", exe)
+	ldd := harness.Run(t, dir, nil, "ldd", exe)
 	if !strings.Contains(ldd, filepath.Join(prefix, "lib", "libmetricq.so.0")) {
 		t.Errorf("program does not load the installed libmetricq.so.0:\n%s", ldd)
 	}

@@ -2,24 +2,25 @@ package ctest
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/libmetricq/libmetricq/tests/harness"
 )
+
+// settle is how long the sink keeps listening after the points expected
+// have arrived, for duplicates and strays to show.
+const settle = 500 * time.Millisecond
 
 // runExamples builds examples/c and runs each against the manager: the
 // minimal source sends COUNT points, the interval source a few rounds of
 // real /proc readings; then the interval source again, ended by SIGTERM.
-func runExamples(t *testing.T, s *sink, brokerURL string) {
-	root, b := repoRoot(t), build(t)
-	var env []string
-	if dir := os.Getenv("LIBMETRICQ_BUILD"); dir != "" {
-		env = append(env, "CAPI_BUILD="+dir)
-	}
-	run(t, root, env, "make", "--no-print-directory", "-f", "mk/capi.mk", "examples-c")
+func runExamples(t *testing.T, s *harness.Sink, brokerURL string) {
+	b := harness.BuildLib(t)
+	harness.Make(t, "mk/capi.mk", "examples-c")
 	bin := filepath.Join(b, "examples", "c")
 
 	runExample := func(timeout time.Duration, name string, args ...string) {
@@ -27,7 +28,7 @@ func runExamples(t *testing.T, s *sink, brokerURL string) {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, filepath.Join(bin, name), args...)
-		cmd.Stdout = &logWriter{t: t, name: name}
+		cmd.Stdout = &harness.LogWriter{T: t, Name: name}
 		cmd.Stderr = cmd.Stdout
 		if err := cmd.Run(); err != nil {
 			t.Errorf("%s: %v", name, err)
@@ -36,8 +37,8 @@ func runExamples(t *testing.T, s *sink, brokerURL string) {
 
 	runExample(time.Minute, "minimal_source", brokerURL, "source-c-minimal-test-1", "5")
 	const counter = "example.c.minimal.counter"
-	s.waitFor(map[string]int{counter: 5}, 30*time.Second)
-	got := s.snapshot()[counter]
+	s.WaitFor(map[string]int{counter: 5}, 30*time.Second, settle)
+	got := s.Snapshot()[counter]
 	if len(got) != 5 {
 		t.Errorf("%s: %d messages, want 5", counter, len(got))
 	}
@@ -51,8 +52,8 @@ func runExamples(t *testing.T, s *sink, brokerURL string) {
 	runExample(time.Minute, "interval_source", brokerURL, "source-c-interval-test", "4")
 	prefix := "example.c.sysinfo"
 	want := map[string]int{prefix + ".load1": 4, prefix + ".mem_available": 4, prefix + ".cpu_usage": 3}
-	s.waitFor(want, 30*time.Second)
-	snap := s.snapshot()
+	s.WaitFor(want, 30*time.Second, settle)
+	snap := s.Snapshot()
 	for metric, n := range want {
 		var points int
 		for _, c := range snap[metric] {
@@ -71,11 +72,11 @@ func runExamples(t *testing.T, s *sink, brokerURL string) {
 
 	// Until a signal: SIGTERM ends it cleanly, with exit status 0.
 	cmd := exec.Command(filepath.Join(bin, "interval_source"), brokerURL, "source-c-interval-test", "0")
-	cmd.Stderr = &logWriter{t: t, name: "interval_source"}
+	cmd.Stderr = &harness.LogWriter{T: t, Name: "interval_source"}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	before := s.count(prefix + ".load1")
+	before := s.Count(prefix + ".load1")
 	time.Sleep(time.Second)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -91,8 +92,8 @@ func runExamples(t *testing.T, s *sink, brokerURL string) {
 		_ = cmd.Process.Kill()
 		t.Error("interval_source did not end within 10 s of SIGTERM")
 	}
-	s.waitFor(map[string]int{prefix + ".load1": before + 2}, 10*time.Second)
-	if after := s.count(prefix + ".load1"); after < before+2 {
+	s.WaitFor(map[string]int{prefix + ".load1": before + 2}, 10*time.Second, settle)
+	if after := s.Count(prefix + ".load1"); after < before+2 {
 		t.Errorf("interval_source until SIGTERM: %d new load1 points", after-before)
 	}
 }

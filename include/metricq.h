@@ -25,10 +25,12 @@
  *    library, keep working, SIGINT included (a Python host still gets
  *    KeyboardInterrupt). Handlers installed by the host must use SA_ONSTACK
  *    for signals the Go runtime also handles (e.g. SIGSEGV, SIGPIPE).
- *  - NOT supported: calling the library in a child created by fork() after
- *    the library was loaded (the Go runtime's threads are gone and the call
- *    hangs); create sources after forking, or exec. The Python binding
- *    detects this and raises an error instead. Also unsupported: a second
+ *  - NOT supported: using the library in a child created by fork() after
+ *    the library was loaded (the Go runtime does not survive fork()). In
+ *    such a child every call fails at once with MQ_ERR_INVALID (NULL for
+ *    the constructors; mq_source_free does nothing) and mq_last_error()
+ *    says why; the parent is unaffected. Create sources after forking, or
+ *    exec. Also unsupported: a second
  *    Go runtime in the process (another Go c-shared library), which the Go
  *    toolchain does not support.
  */

@@ -2,7 +2,9 @@
 // -buildmode=c-shared; see mk/capi.mk). The exported functions implement
 // include/metricq.h. They only convert arguments and dispatch to
 // libmetricq/syncsource, which holds the logic; helpers.c holds the C side
-// (thread-local error text, callbacks).
+// (thread-local error text, callbacks), and forkguard.c the public mq_*
+// entry points in front of these libmq_go_* exports (a forked child must
+// fail before it enters Go).
 //
 // Rules every export keeps: it recovers panics (MQ_ERR_INTERNAL, with the
 // text in mq_last_error), it looks the handle up in a table so that a freed
@@ -151,11 +153,11 @@ func copyBytes(p *C.char) ([]byte, error) {
 	return C.GoBytes(unsafe.Pointer(p), C.int(n)), nil
 }
 
-//export mq_version
-func mq_version() *C.char { return versionText }
+//export libmq_go_version
+func libmq_go_version() *C.char { return versionText }
 
-//export mq_source_create
-func mq_source_create(url, token *C.char) (h C.uintptr_t) {
+//export libmq_go_source_create
+func libmq_go_source_create(url, token *C.char) (h C.uintptr_t) {
 	defer recoverVoid()
 	s, err := create(url, token)
 	if err != nil {
@@ -183,8 +185,8 @@ func create(url, token *C.char) (*syncsource.Source, error) {
 	return s, nil
 }
 
-//export mq_source_new
-func mq_source_new(url, token *C.char, timeout C.double) (h C.uintptr_t) {
+//export libmq_go_source_new
+func libmq_go_source_new(url, token *C.char, timeout C.double) (h C.uintptr_t) {
 	defer recoverVoid()
 	d, err := syncsource.Timeout(float64(timeout))
 	if err != nil {
@@ -205,8 +207,8 @@ func mq_source_new(url, token *C.char, timeout C.double) (h C.uintptr_t) {
 	return C.uintptr_t(id)
 }
 
-//export mq_source_connect
-func mq_source_connect(src C.uintptr_t, timeout C.double) (status C.int) {
+//export libmq_go_source_connect
+func libmq_go_source_connect(src C.uintptr_t, timeout C.double) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -222,8 +224,8 @@ func mq_source_connect(src C.uintptr_t, timeout C.double) (status C.int) {
 	return 0
 }
 
-//export mq_source_set_max_buffered
-func mq_source_set_max_buffered(src C.uintptr_t, points C.int64_t) (status C.int) {
+//export libmq_go_source_set_max_buffered
+func libmq_go_source_set_max_buffered(src C.uintptr_t, points C.int64_t) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -235,8 +237,8 @@ func mq_source_set_max_buffered(src C.uintptr_t, points C.int64_t) (status C.int
 	return 0
 }
 
-//export mq_source_declare
-func mq_source_declare(src C.uintptr_t, metric, metadataJSON *C.char, timeout C.double) (status C.int) {
+//export libmq_go_source_declare
+func libmq_go_source_declare(src C.uintptr_t, metric, metadataJSON *C.char, timeout C.double) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -264,8 +266,8 @@ func mq_source_declare(src C.uintptr_t, metric, metadataJSON *C.char, timeout C.
 	return 0
 }
 
-//export mq_source_declare_many
-func mq_source_declare_many(src C.uintptr_t, metricsJSON *C.char, timeout C.double) (status C.int) {
+//export libmq_go_source_declare_many
+func libmq_go_source_declare_many(src C.uintptr_t, metricsJSON *C.char, timeout C.double) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -292,8 +294,8 @@ func mq_source_declare_many(src C.uintptr_t, metricsJSON *C.char, timeout C.doub
 	return 0
 }
 
-//export mq_source_set_chunk_size
-func mq_source_set_chunk_size(src C.uintptr_t, metric *C.char, chunkSize C.int64_t) (status C.int) {
+//export libmq_go_source_set_chunk_size
+func libmq_go_source_set_chunk_size(src C.uintptr_t, metric *C.char, chunkSize C.int64_t) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -310,8 +312,8 @@ func mq_source_set_chunk_size(src C.uintptr_t, metric *C.char, chunkSize C.int64
 	return 0
 }
 
-//export mq_source_send
-func mq_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, value C.double, timeout C.double) (status C.int) {
+//export libmq_go_source_send
+func libmq_go_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, value C.double, timeout C.double) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -334,8 +336,8 @@ func mq_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, value C.d
 // maxBatch bounds count before it becomes a slice length.
 const maxBatch = 1 << 40
 
-//export mq_source_send_batch
-func mq_source_send_batch(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, timeout C.double) (status C.int) {
+//export libmq_go_source_send_batch
+func libmq_go_source_send_batch(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, timeout C.double) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -367,8 +369,8 @@ func mq_source_send_batch(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, va
 	return 0
 }
 
-//export mq_source_flush
-func mq_source_flush(src C.uintptr_t, timeout C.double) (status C.int) {
+//export libmq_go_source_flush
+func libmq_go_source_flush(src C.uintptr_t, timeout C.double) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -384,8 +386,8 @@ func mq_source_flush(src C.uintptr_t, timeout C.double) (status C.int) {
 	return 0
 }
 
-//export mq_source_config
-func mq_source_config(src C.uintptr_t, buf *C.char, size C.size_t) (status C.int) {
+//export libmq_go_source_config
+func libmq_go_source_config(src C.uintptr_t, buf *C.char, size C.size_t) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -410,8 +412,8 @@ func mq_source_config(src C.uintptr_t, buf *C.char, size C.size_t) (status C.int
 	return C.int(len(text))
 }
 
-//export mq_source_stop
-func mq_source_stop(src C.uintptr_t, timeout C.double) (status C.int) {
+//export libmq_go_source_stop
+func libmq_go_source_stop(src C.uintptr_t, timeout C.double) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -430,8 +432,8 @@ func mq_source_stop(src C.uintptr_t, timeout C.double) (status C.int) {
 	return 0
 }
 
-//export mq_source_free
-func mq_source_free(src C.uintptr_t) {
+//export libmq_go_source_free
+func libmq_go_source_free(src C.uintptr_t) {
 	defer recoverVoid()
 	if src == 0 {
 		return
@@ -444,8 +446,8 @@ func mq_source_free(src C.uintptr_t) {
 	s.Close(C.libmq_in_update() == src, C.libmq_in_config() == src)
 }
 
-//export mq_source_set_config_handler
-func mq_source_set_config_handler(src C.uintptr_t, fn C.uintptr_t, user C.uintptr_t) (status C.int) {
+//export libmq_go_source_set_config_handler
+func libmq_go_source_set_config_handler(src C.uintptr_t, fn C.uintptr_t, user C.uintptr_t) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -463,8 +465,8 @@ func mq_source_set_config_handler(src C.uintptr_t, fn C.uintptr_t, user C.uintpt
 	return 0
 }
 
-//export mq_source_run_interval
-func mq_source_run_interval(src C.uintptr_t, period C.double, fn C.uintptr_t, user C.uintptr_t) (status C.int) {
+//export libmq_go_source_run_interval
+func libmq_go_source_run_interval(src C.uintptr_t, period C.double, fn C.uintptr_t, user C.uintptr_t) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -482,8 +484,8 @@ func mq_source_run_interval(src C.uintptr_t, period C.double, fn C.uintptr_t, us
 	return 0
 }
 
-//export mq_source_set_period
-func mq_source_set_period(src C.uintptr_t, period C.double) (status C.int) {
+//export libmq_go_source_set_period
+func libmq_go_source_set_period(src C.uintptr_t, period C.double) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -495,8 +497,8 @@ func mq_source_set_period(src C.uintptr_t, period C.double) (status C.int) {
 	return 0
 }
 
-//export mq_source_stats
-func mq_source_stats(src C.uintptr_t, out unsafe.Pointer, size C.size_t) (status C.int) {
+//export libmq_go_source_stats
+func libmq_go_source_stats(src C.uintptr_t, out unsafe.Pointer, size C.size_t) (status C.int) {
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
@@ -545,8 +547,8 @@ func cLevel(l slog.Level) C.int {
 	return logError
 }
 
-//export mq_set_log_handler
-func mq_set_log_handler(fn C.uintptr_t, user C.uintptr_t) {
+//export libmq_go_set_log_handler
+func libmq_go_set_log_handler(fn C.uintptr_t, user C.uintptr_t) {
 	defer recoverVoid()
 	if fn == 0 {
 		syncsource.SetLogHook(nil)
@@ -559,8 +561,8 @@ func mq_set_log_handler(fn C.uintptr_t, user C.uintptr_t) {
 	})
 }
 
-//export mq_set_log_level
-func mq_set_log_level(level C.int) (status C.int) {
+//export libmq_go_set_log_level
+func libmq_go_set_log_level(level C.int) (status C.int) {
 	defer recoverStatus(&status)
 	var l slog.Level
 	switch level {

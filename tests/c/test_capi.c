@@ -17,6 +17,8 @@
 #include <float.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/wait.h>
 
 static const char *url;
 
@@ -1044,6 +1046,46 @@ static void test_perf(void) {
     expect_chunks("ctest.perf.batch", "max 1000");
 }
 
+/* fork(): the child cannot use the library (the Go runtime does not survive
+   fork), but it must get an error at once, not hang; the parent carries on. */
+static void test_fork(void) {
+    fprintf(stderr, "== fork\n");
+    mq_source *src = mq_source_new(url, "ctest-fork", 10);
+    CHECK_MSG(src != NULL, "new: %s", mq_last_error());
+    if (src == NULL) return;
+    EXPECT(MQ_OK, mq_source_declare(src, "ctest.fork", NULL, 10));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int bad = 0;
+        if (mq_source_send(src, "ctest.fork", mq_now(), 1, 1) != MQ_ERR_INVALID) bad |= 1;
+        if (strstr(mq_last_error(), "fork") == NULL) bad |= 2;
+        if (mq_source_new(url, "ctest-fork-child", 1) != NULL) bad |= 4;
+        if (mq_source_flush(src, 1) != MQ_ERR_INVALID) bad |= 8;
+        if (strncmp(mq_version(), "libmetricq/", 11) != 0) bad |= 16;
+        mq_source_free(src); /* the parent's source: a no-op here */
+        _exit(bad);
+    }
+    CHECK_MSG(pid > 0, "fork failed");
+    if (pid > 0) {
+        int status = 0;
+        double deadline = now_s() + 10;
+        pid_t done = 0;
+        while ((done = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < deadline) {
+            sleep_s(0.01);
+        }
+        if (done == 0) {
+            kill(pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            FAIL("the forked child hung in a libmetricq call");
+        } else {
+            CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child checks failed: status %d", status);
+        }
+    }
+    EXPECT(MQ_OK, mq_source_stop(src, 10)); /* the parent is unaffected */
+    mq_source_free(src);
+}
+
 int main(void) {
     url = getenv("METRICQ_TEST_URL");
     if (url == NULL || url[0] == '\0') {
@@ -1066,6 +1108,7 @@ int main(void) {
     test_interval();
     test_logging();
     test_perf();
+    test_fork();
     CHECK_MSG(!log_contains("s3cret"), "a password was logged");
     mq_set_log_handler(NULL, NULL);
 

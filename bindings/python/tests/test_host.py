@@ -1,6 +1,6 @@
 """The library inside a Python host: Ctrl-C still raises KeyboardInterrupt,
 the host's own signal handlers still run, and a forked child gets a clear
-error instead of a hang."""
+error instead of a hang (the C library's fork guard, seen from Python)."""
 
 import os
 import subprocess

@@ -149,3 +149,23 @@ func FreshVhost(t testing.TB) string {
 	fresh.RawPath = ""
 	return fresh.String()
 }
+
+// Root is the repository root: the directory holding go.mod, found upwards
+// from the test's working directory.
+func Root(t testing.TB) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Fatal("go.mod not found above the test directory")
+		}
+		dir = parent
+	}
+}

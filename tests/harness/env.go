@@ -40,25 +40,14 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/libmetricq/libmetricq/internal/testenv"
 )
 
 // Root is the repository root (the directory holding go.mod).
 func Root(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the test directory")
-		}
-		dir = parent
-	}
+	return testenv.Root(t)
 }
 
 // Run runs name with args in dir (env added to the environment) and

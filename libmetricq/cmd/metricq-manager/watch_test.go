@@ -190,29 +190,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// repoRoot is the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
 // artifactDir is build/test-artifacts, where tests leave files to look at.
 func artifactDir(t *testing.T) string {
 	t.Helper()
-	dir := filepath.Join(repoRoot(t), "build", "test-artifacts")
+	dir := filepath.Join(testenv.Root(t), "build", "test-artifacts")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -497,7 +478,7 @@ func TestTailHTTP(t *testing.T) {
 func TestDemo(t *testing.T) {
 	url := testenv.URL(t)
 	testenv.ExclusiveVhost(t) // the demo starts a manager on the vhost
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	dir := t.TempDir()
 	summaryFile := filepath.Join(dir, "summary.json")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -53,7 +53,7 @@ func TestFaultForcedCloseLosesNothing(t *testing.T) {
 		{"connection " + token, 1, 1},
 	}
 	for _, c := range closes {
-		time.Sleep(300 * time.Millisecond)
+		st.flowing(t, 200)
 		waitUntil(t, 10*time.Second, "both connections up", connected(src))
 		before := src.Stats()
 		if n := api.CloseConnections(t, c.which, int(c.data+c.mgmt), 10*time.Second); n != int(c.data+c.mgmt) {
@@ -65,7 +65,7 @@ func TestFaultForcedCloseLosesNothing(t *testing.T) {
 		})
 	}
 	waitUntil(t, 10*time.Second, "both connections up", connected(src))
-	time.Sleep(300 * time.Millisecond)
+	st.flowing(t, 200)
 	want, total := st.finish(t)
 	flushCtx, cancel := context.WithTimeout(ctx, waitLimit)
 	defer cancel()
@@ -113,17 +113,17 @@ func TestFaultChannelClosedByBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := startStream(t, src, metrics, streamEvery, sendTimeout)
-	time.Sleep(300 * time.Millisecond)
+	st.flowing(t, 200)
 	if err := src.BreakDataChannel(); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 10*time.Second, "a data reconnect", func() bool { return src.Stats().Reconnects >= 1 })
-	time.Sleep(200 * time.Millisecond)
+	st.flowing(t, 200)
 	if err := src.BreakManagementChannel(); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil(t, 10*time.Second, "a management reconnect", func() bool { return src.Stats().ManagementReconnects >= 1 })
-	time.Sleep(200 * time.Millisecond)
+	st.flowing(t, 200)
 	want, _ := st.finish(t)
 	flushCtx, cancel := context.WithTimeout(ctx, waitLimit)
 	defer cancel()
@@ -172,7 +172,7 @@ func TestFaultOutageFillsBuffer(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := startStream(t, src, metrics, streamEvery, 100*time.Millisecond)
-	time.Sleep(300 * time.Millisecond)
+	st.flowing(t, 200)
 
 	api.Revoke(t, user)
 	api.CloseConnections(t, "connection "+token, 2, 10*time.Second)
@@ -192,7 +192,7 @@ func TestFaultOutageFillsBuffer(t *testing.T) {
 
 	api.Permit(t, user)
 	waitUntil(t, 15*time.Second, "the source to reconnect", connected(src))
-	time.Sleep(200 * time.Millisecond)
+	st.flowing(t, 200)
 	want, total := st.finish(t)
 	if err := src.Flush(ctx); err != nil {
 		t.Fatal(err)

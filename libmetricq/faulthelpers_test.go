@@ -355,6 +355,23 @@ func startStream(t testing.TB, src *libmetricq.Source, metrics []string, every, 
 	return s
 }
 
+// flowing waits until the stream has had n more points accepted, so that a
+// fault hits a source with traffic in flight.
+func (s *stream) flowing(t testing.TB, n int) {
+	t.Helper()
+	total := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		sum := 0
+		for _, points := range s.accepted {
+			sum += len(points)
+		}
+		return sum
+	}
+	want := total() + n
+	waitUntil(t, 30*time.Second, fmt.Sprintf("%d more points accepted", n), func() bool { return total() >= want })
+}
+
 func (s *stream) end() {
 	select {
 	case <-s.stop:

@@ -35,7 +35,7 @@ func TestFaultBrokerRestartAndFlowControl(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := startStream(t, src, metrics, streamEvery, 10*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	st.flowing(t, 200)
 
 	// Flow control: a memory watermark below what the broker uses raises
 	// the memory alarm, which blocks publishing connections.
@@ -51,7 +51,7 @@ func TestFaultBrokerRestartAndFlowControl(t *testing.T) {
 	testenv.Rabbitmqctl(t, "set_vm_memory_high_watermark", "0.000001")
 	waitUntil(t, 15*time.Second, "the broker to block the source", func() bool { return src.Stats().Blocked })
 	blocked := src.Stats()
-	time.Sleep(300 * time.Millisecond)
+	st.flowing(t, 200)
 	if st := src.Stats(); st.PointsConfirmed > blocked.PointsConfirmed+50 || st.BlockedEvents < 1 || st.BufferedPoints == 0 {
 		t.Fatalf("while blocked: %+v (when the block began: %+v)", st, blocked)
 	}
@@ -71,7 +71,7 @@ func TestFaultBrokerRestartAndFlowControl(t *testing.T) {
 	testenv.Rabbitmqctl(t, "stop_app")
 	stopped := time.Since(t0)
 	waitUntil(t, 10*time.Second, "the source to notice", func() bool { return !src.Stats().DataConnected })
-	time.Sleep(300 * time.Millisecond)
+	st.flowing(t, 200)
 	t1 := time.Now()
 	testenv.Rabbitmqctl(t, "start_app")
 	started = true
@@ -81,7 +81,7 @@ func TestFaultBrokerRestartAndFlowControl(t *testing.T) {
 	if md := mgr2.Metadata(); md[metrics[0]]["unit"] != "A" || md[metrics[1]]["unit"] != "B" {
 		t.Fatalf("the new manager did not get the declarations again: %v", md)
 	}
-	time.Sleep(300 * time.Millisecond)
+	st.flowing(t, 200)
 	want, total := st.finish(t)
 	flushCtx, cancel := context.WithTimeout(ctx, waitLimit)
 	defer cancel()

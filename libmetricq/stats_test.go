@@ -3,6 +3,7 @@ package libmetricq
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,7 +149,9 @@ func TestPointBudgetStop(t *testing.T) {
 	}
 	got := make(chan error, 1)
 	go func() { got <- b.acquire(context.Background(), 1, &stats) }()
-	time.Sleep(10 * time.Millisecond)
+	for b.waiters.Load() == 0 { // the acquire waits for space now
+		runtime.Gosched()
+	}
 	close(stop)
 	if err := <-got; !errors.Is(err, ErrStopped) {
 		t.Fatalf("want ErrStopped, got %v", err)

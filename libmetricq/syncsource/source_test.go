@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -440,7 +441,9 @@ func TestBoundedBuffer(t *testing.T) {
 	blocked := make(chan error, 1)
 	begin := time.Now()
 	go func() { blocked <- s.Send(metric, 3, 0, 30*time.Second) }()
-	time.Sleep(100 * time.Millisecond)
+	for s.Stats().BufferFullWaits < 2 { // the Send waits for space now
+		runtime.Gosched()
+	}
 	if err := s.Stop(10*time.Second, false); err != nil {
 		t.Fatal(err)
 	}

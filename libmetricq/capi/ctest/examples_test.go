@@ -77,7 +77,13 @@ func runExamples(t *testing.T, s *harness.Sink, brokerURL string) {
 		t.Fatal(err)
 	}
 	before := s.Count(prefix + ".load1")
-	time.Sleep(time.Second)
+	// Signal it once it is running and its points arrive.
+	for deadline := time.Now().Add(30 * time.Second); s.Count(prefix+".load1") < before+2; {
+		if time.Now().After(deadline) {
+			t.Fatal("interval_source sent nothing")
+		}
+		time.Sleep(10 * time.Millisecond) // polling the condition above
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -276,9 +276,12 @@ func TestRunInterval(t *testing.T) {
 	// The update stops the source from inside (no deadlock) in round 4.
 	s := newSource("syncsource.interval.a")
 	var rounds int
-	time.Sleep(100 * time.Millisecond) // deadlines "missed" before attaching: not warned about
+	// Deadlines pass before the update is attached (2.5 periods): they must
+	// not be warned about. The period is long enough that a loaded machine
+	// does not miss a real one.
+	time.Sleep(250 * time.Millisecond)
 	c := capture(t)
-	err := s.RunInterval(0.02, func() int {
+	err := s.RunInterval(0.1, func() int {
 		rounds++
 		if err := s.Send("syncsource.interval.a", int64(libmetricq.Now()), float64(rounds), time.Second); err != nil {
 			t.Error(err)

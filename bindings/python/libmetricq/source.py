@@ -38,7 +38,7 @@ _names = {}
 _names_get = _names.get
 _NAMES_MAX = 1 << 16
 
-_send = _lib.mq_source_send
+_send = _lib.send
 _send_batch = _lib.mq_source_send_batch
 _ArgumentError = ctypes.ArgumentError
 _INT64_MIN = -(1 << 63)
@@ -257,7 +257,7 @@ class SourceMetric:
 
     def send(self, time, value, block=True, timeout=60.0):
         """``source.send(metric, time, value, block, timeout)``."""
-        self._source.send(self.id, time, value, block=block, timeout=timeout)
+        self._source.send(self.id, time, value, block, timeout)
 
     def send_batch(self, times, values, timeout=60.0):
         """``source.send_batch(metric, times, values, timeout)``."""

@@ -293,3 +293,42 @@ def make_source(manager, url, token):
 def metric_prefix(token):
     """A metric name prefix unique to the test."""
     return "pytest." + token.removeprefix("source-pytest-").replace("-", "_") + "."
+
+
+# --- the two ways of sending a point ----------------------------------------
+
+# Set by `make test-python-run`: `make python` built libmetricq._fastsend in
+# place, so the binding must use it; without it the fast variants skip.
+EXPECT_FASTSEND = os.environ.get("LIBMETRICQ_EXPECT_FASTSEND") == "1"
+
+
+def require_fastsend():
+    """Skips when libmetricq._fastsend is not built, unless it is expected:
+    then fails with the reason it does not import."""
+    from libmetricq import _lib
+
+    if _lib.FAST_SEND:
+        return
+    if not EXPECT_FASTSEND:
+        pytest.skip("libmetricq._fastsend is not built (make python)")
+    try:
+        import libmetricq._fastsend  # noqa: F401
+    except ImportError as e:
+        pytest.fail(f"LIBMETRICQ_EXPECT_FASTSEND=1 but libmetricq._fastsend does not import: {e}")
+    pytest.fail("LIBMETRICQ_EXPECT_FASTSEND=1 but libmetricq._fastsend imports and is not in use")
+
+
+@pytest.fixture(params=["fast", "ctypes"])
+def send_path(request, monkeypatch):
+    """Runs a test with each mq_source_send the binding may call: the C
+    extension's and the ctypes function."""
+    from libmetricq import _lib, source
+
+    if request.param == "fast":
+        require_fastsend()
+        from libmetricq import _fastsend
+
+        assert source._send is _fastsend.send
+    else:
+        monkeypatch.setattr(source, "_send", _lib.mq_source_send)
+    return request.param

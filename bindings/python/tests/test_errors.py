@@ -58,6 +58,7 @@ def test_hierarchy():
         assert cls().status == status and str(cls())  # default message: mq_strerror
 
 
+@pytest.mark.usefixtures("send_path")
 @pytest.mark.parametrize("name", BAD_NAMES, ids=range(len(BAD_NAMES)))
 def test_bad_names(make_source, name):
     source = make_source()
@@ -83,6 +84,7 @@ def test_longest_name(make_source, tail, metric_prefix):
     assert sink.collect(1) == [(name, 1, 1.0)]
 
 
+@pytest.mark.usefixtures("send_path")
 def test_undeclared(make_source, metric_prefix):
     source = make_source()
     with pytest.raises(UndeclaredMetric) as e:
@@ -91,6 +93,7 @@ def test_undeclared(make_source, metric_prefix):
     assert e.value.status == -5
 
 
+@pytest.mark.usefixtures("send_path")
 def test_order(make_source, metric_prefix):
     m = metric_prefix + "a"
     source = make_source()
@@ -106,6 +109,7 @@ def test_order(make_source, metric_prefix):
     assert source.stats["points_accepted"] == 2
 
 
+@pytest.mark.usefixtures("send_path")
 def test_after_stop_and_close(make_source, metric_prefix):
     m = metric_prefix + "a"
     source = make_source()
@@ -134,6 +138,7 @@ def test_after_stop_and_close(make_source, metric_prefix):
             call()
 
 
+@pytest.mark.usefixtures("send_path")
 def test_bad_arguments(make_source, metric_prefix):
     m = metric_prefix + "a"
     source = make_source()
@@ -201,6 +206,7 @@ def test_config_handler_refuses(make_source, caplog):
     assert any("refused by the test" in (r.exc_text or "") for r in caplog.records if r.name == "libmetricq")
 
 
+@pytest.mark.usefixtures("send_path")
 def test_buffer_full_timeout(make_source, metric_prefix, caplog):
     m = metric_prefix + "a"
     # No automatic chunks and room for 4 points: the 5th waits for a flush.
@@ -228,6 +234,7 @@ def test_buffer_full_timeout(make_source, metric_prefix, caplog):
     source.send(m, 5, 1.0, timeout=0.2)  # room again
 
 
+@pytest.mark.usefixtures("send_path")
 def test_block_false_never_raises(make_source, metric_prefix, caplog):
     m = metric_prefix + "a"
     source = make_source()

@@ -238,6 +238,7 @@ def test_batch_bad_inputs(make_source, metric_prefix):
     assert source.stats["points_accepted"] == 0  # all or none
 
 
+@pytest.mark.usefixtures("send_path")
 def test_source_metric_send(make_source, tail, metric_prefix):
     m = metric_prefix + "a"
     sink = tail(m)
@@ -250,6 +251,7 @@ def test_source_metric_send(make_source, tail, metric_prefix):
     assert sink.collect(3) == [(m, 1, 1.0), (m, 2, 2.0), (m, 3, 3.0)]
 
 
+@pytest.mark.usefixtures("send_path")
 def test_send_accepts_number_like_values_and_times(make_source, tail, metric_prefix):
     m = metric_prefix + "a"
     sink = tail(m)

@@ -39,6 +39,7 @@ type options struct {
 	reconnectTimeout time.Duration
 	tls              *tls.Config
 	onRepublish      func(metric string, times []int64, values []float64) // tests
+	beforeStop       func()
 }
 
 // Option configures a Source.
@@ -47,6 +48,15 @@ type Option func(*options) error
 // WithConfigHandler sets the handler for the manager's configuration.
 func WithConfigHandler(h ConfigHandler) Option {
 	return func(o *options) error { o.onConfig = h; return nil }
+}
+
+// WithBeforeStop sets a function that runs once when the source stops (by
+// Stop, or on its own: a failed task, a connection lost for good), after
+// the task has ended and before the source stops taking points. A layer
+// that holds accepted points in front of Send hands them over in it, so
+// that the stop publishes them.
+func WithBeforeStop(fn func()) Option {
+	return func(o *options) error { o.beforeStop = fn; return nil }
 }
 
 // WithTask sets the task started after Connect.

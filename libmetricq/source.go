@@ -651,40 +651,145 @@ func (s *Source) budgetErr(metric string, err error) error {
 
 // admit checks, under m.mu, whether a point at time first may be added.
 func (s *Source) admit(m *sourceMetric, first int64) error {
+	if err := s.takesPoints(m); err != nil {
+		return err
+	}
+	if m.hasLast && first <= m.last {
+		return OrderError(m.name, Timestamp(first), Timestamp(m.last))
+	}
+	return nil
+}
+
+// takesPoints checks, under m.mu, whether the metric takes points at all.
+func (s *Source) takesPoints(m *sourceMetric) error {
 	if s.stopped.Load() {
 		return s.stoppedErr()
 	}
 	if !m.declared {
 		return &MetricError{Metric: m.name, Err: ErrUndeclared}
 	}
-	if m.hasLast && first <= m.last {
-		return &MetricError{Metric: m.name, Err: fmt.Errorf("%w: %d ns is not after the last accepted %d ns", ErrOrder, first, m.last)}
-	}
 	return nil
+}
+
+// OrderError is the error of a point at t refused because the metric's last
+// accepted timestamp is last (t <= last). Layers that check the order
+// themselves before handing points to the Source use it, so that every
+// refusal reads alike.
+func OrderError(metric string, t, last Timestamp) error {
+	return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d ns is not after the last accepted %d ns", ErrOrder, t, last)}
+}
+
+// MetricState is a snapshot of one declared metric's sending state.
+type MetricState struct {
+	ChunkSize int       // points per chunk; ChunkSizeManual: Flush only
+	Open      int       // points accepted but not yet sealed into a chunk
+	Last      Timestamp // the last accepted timestamp, if HasLast
+	HasLast   bool
+}
+
+// MetricState returns a declared metric's state; for a metric that is not
+// declared, an error wrapping ErrUndeclared (or ErrStopped once stopped).
+// A layer that buffers points in front of Send (the C library does, to
+// cross into Go once per batch instead of once per point) reads it to
+// continue where the Source is.
+func (s *Source) MetricState(metric string) (MetricState, error) {
+	m, err := s.sendable(metric)
+	if err != nil {
+		return MetricState{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := s.takesPoints(m); err != nil {
+		return MetricState{}, err
+	}
+	st := MetricState{ChunkSize: m.chunkSize, Last: Timestamp(m.last), HasLast: m.hasLast}
+	if m.open != nil {
+		st.Open = len(m.open.times)
+	}
+	return st, nil
 }
 
 // SendBatch accepts several points of one metric, all or none. times must
 // strictly increase and start after the metric's last accepted timestamp.
 func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp, values []float64) error {
-	if len(times) != len(values) {
-		return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
-	}
-	m, err := s.sendable(metric)
-	if err != nil || len(times) == 0 {
+	m, err := s.batchable(metric, times, values)
+	if err != nil || m == nil {
 		return err
-	}
-	for i := 1; i < len(times); i++ {
-		if times[i] <= times[i-1] {
-			return &MetricError{Metric: metric, Err: fmt.Errorf("%w: batch timestamp %d (%d ns) is not after the one before (%d ns)", ErrOrder, i, times[i], times[i-1])}
-		}
 	}
 	if err := s.budget.acquire(ctx, len(times), &s.stats); err != nil {
 		return s.budgetErr(metric, err)
 	}
-	m.mu.Lock()
-	if err := s.admit(m, int64(times[0])); err != nil {
-		m.mu.Unlock()
+	if err := s.appendBatch(m, times, values); err != nil {
 		s.budget.release(len(times))
+		return err
+	}
+	return nil
+}
+
+// Reserve takes buffer space for n points, waiting until ctx ends if need
+// be, for points the caller will hand over with SendBatchReserved. A layer
+// that holds points in front of the Source (the C library stages them in
+// C, to cross into Go once per batch rather than once per point) reserves
+// their space first, so that the buffer bound counts them too and a full
+// buffer makes its callers wait as Send would. metric names the refusal.
+func (s *Source) Reserve(ctx context.Context, metric string, n int) error {
+	if n < 1 {
+		return &MetricError{Metric: metric, Err: fmt.Errorf("%w: cannot reserve %d points", ErrInvalid, n)}
+	}
+	if err := s.budget.acquire(ctx, n, &s.stats); err != nil {
+		return s.budgetErr(metric, err)
+	}
+	return nil
+}
+
+// TryReserve takes buffer space for up to n points without waiting and
+// returns how many it took (see Reserve).
+func (s *Source) TryReserve(n int) int {
+	return int(s.budget.tryAcquireUpTo(int64(n)))
+}
+
+// Unreserve gives back reserved space that no point will use.
+func (s *Source) Unreserve(n int) {
+	if n > 0 {
+		s.budget.release(n)
+	}
+}
+
+// SendBatchReserved is SendBatch for points whose space the caller has
+// reserved: it never waits. On success the points use len(times) of the
+// reservation; on failure the reservation is untouched.
+func (s *Source) SendBatchReserved(metric string, times []Timestamp, values []float64) error {
+	m, err := s.batchable(metric, times, values)
+	if err != nil || m == nil {
+		return err
+	}
+	return s.appendBatch(m, times, values)
+}
+
+// batchable checks a batch that does not depend on the metric's state; a
+// nil metric with a nil error means an empty batch.
+func (s *Source) batchable(metric string, times []Timestamp, values []float64) (*sourceMetric, error) {
+	if len(times) != len(values) {
+		return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
+	}
+	m, err := s.sendable(metric)
+	if err != nil || len(times) == 0 {
+		return nil, err
+	}
+	for i := 1; i < len(times); i++ {
+		if times[i] <= times[i-1] {
+			return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: batch timestamp %d (%d ns) is not after the one before (%d ns)", ErrOrder, i, times[i], times[i-1])}
+		}
+	}
+	return m, nil
+}
+
+// appendBatch adds a checked batch whose buffer space is taken, sealing
+// chunks as they fill.
+func (s *Source) appendBatch(m *sourceMetric, times []Timestamp, values []float64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := s.admit(m, int64(times[0])); err != nil {
 		return err
 	}
 	last, count := times[len(times)-1], len(times)
@@ -707,7 +812,6 @@ func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp
 	}
 	m.last, m.hasLast = int64(last), true
 	m.accepted += uint64(count)
-	m.mu.Unlock()
 	return nil
 }
 
@@ -794,6 +898,9 @@ func (s *Source) stop(ctx context.Context, fromTask bool) {
 				errs = append(errs, fmt.Errorf("task did not end: %w", ctx.Err()))
 			}
 		}
+	}
+	if s.opts.beforeStop != nil {
+		s.opts.beforeStop()
 	}
 	s.stopped.Store(true)
 	var flushErr error

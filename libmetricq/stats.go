@@ -86,6 +86,20 @@ func (b *pointBudget) tryAcquire(n int64) bool {
 	}
 }
 
+// tryAcquireUpTo takes as much of n as is free, without waiting.
+func (b *pointBudget) tryAcquireUpTo(n int64) int64 {
+	for {
+		used := b.used.Load()
+		take := min(n, b.limit-used)
+		if take <= 0 {
+			return 0
+		}
+		if b.used.CompareAndSwap(used, used+take) {
+			return take
+		}
+	}
+}
+
 // errBudgetStopped is returned by acquire when the source stops while a Send
 // waits for space.
 var errBudgetStopped = fmt.Errorf("%w: stopped while waiting for buffer space", ErrStopped)

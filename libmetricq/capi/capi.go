@@ -163,7 +163,15 @@ func libmq_go_source_create(url, token *C.char) (h C.uintptr_t) {
 	if err != nil {
 		return 0
 	}
-	return C.uintptr_t(handles.Register(s))
+	return C.uintptr_t(register(s))
+}
+
+// register gives s its handle. When the source begins to stop, for
+// whatever reason, the points stage.c holds for it are handed over first.
+func register(s *syncsource.Source) uintptr {
+	id := handles.Register(s)
+	s.SetBeforeStop(func() { C.libmq_stage_close(C.uintptr_t(id)) })
+	return id
 }
 
 func create(url, token *C.char) (*syncsource.Source, error) {
@@ -197,7 +205,7 @@ func libmq_go_source_new(url, token *C.char, timeout C.double) (h C.uintptr_t) {
 	if err != nil {
 		return 0
 	}
-	id := handles.Register(s)
+	id := register(s)
 	if err := s.Connect(d); err != nil {
 		fail(s, err)
 		handles.Release(id)
@@ -331,6 +339,117 @@ func libmq_go_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, val
 		return fail(s, err)
 	}
 	return 0
+}
+
+// libmq_go_stage_state tells stage.c where a declared metric stands, so
+// that it can stage the metric's points in C; any failure (not connected,
+// stopped, undeclared, bad name) means: do not stage, send directly.
+//
+//export libmq_go_stage_state
+func libmq_go_stage_state(src C.uintptr_t, metric *C.char, out *C.libmq_metric_state) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	name, err := borrowName(metric)
+	if err != nil {
+		return fail(s, err)
+	}
+	st, err := s.MetricState(name)
+	if err != nil {
+		return fail(s, err)
+	}
+	*out = C.libmq_metric_state{
+		chunk_size:   C.int64_t(st.ChunkSize),
+		open:         C.int64_t(st.Open),
+		last:         C.int64_t(st.Last),
+		max_buffered: C.int64_t(s.MaxBuffered()),
+	}
+	if st.HasLast {
+		out.has_last = 1
+	}
+	return 0
+}
+
+// libmq_go_stage_reserve takes buffer space for staged points: with wait
+// 0, up to n points without waiting, returning how many (0: none free);
+// otherwise exactly n, waiting up to timeout, returning n. A negative
+// result is a status.
+//
+//export libmq_go_stage_reserve
+func libmq_go_stage_reserve(src C.uintptr_t, metric *C.char, n C.int64_t, timeout C.double, wait C.int) (result C.int64_t) {
+	status := C.int(0)
+	defer func() {
+		if status != 0 {
+			result = C.int64_t(status)
+		}
+	}()
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		status = fail(nil, errBadHandle)
+		return 0
+	}
+	if wait == 0 {
+		return C.int64_t(s.TryReserve(int(n)))
+	}
+	d, err := syncsource.Timeout(float64(timeout))
+	if err == nil {
+		name, nameErr := borrowName(metric)
+		if err = nameErr; err == nil {
+			err = s.Reserve(name, int(n), d)
+		}
+	}
+	if err != nil {
+		status = fail(s, err)
+		return 0
+	}
+	return n
+}
+
+// libmq_go_stage_unreserve gives back reserved space no point will use.
+//
+//export libmq_go_stage_unreserve
+func libmq_go_stage_unreserve(src C.uintptr_t, n C.int64_t) {
+	defer recoverVoid()
+	if s := lookup(src); s != nil {
+		s.Unreserve(int(n))
+	}
+}
+
+// libmq_go_stage_handover accepts staged points whose space is reserved.
+//
+//export libmq_go_stage_handover
+func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t) (status C.int) {
+	defer recoverStatus(&status)
+	s := lookup(src)
+	if s == nil {
+		return fail(nil, errBadHandle)
+	}
+	name, err := borrowName(metric)
+	if err != nil {
+		return fail(s, err)
+	}
+	if count == 0 || count > maxBatch || timeNs == nil || values == nil {
+		return fail(s, invalidf("bad staged batch of %d points", uint64(count)))
+	}
+	times := unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
+	vals := unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
+	if err := s.SendBatchReserved(name, times, vals); err != nil {
+		return fail(s, err)
+	}
+	return 0
+}
+
+// libmq_go_stage_order_error reports a point that stage.c refused for its
+// timestamp, in the words the core uses for the same refusal.
+//
+//export libmq_go_stage_order_error
+func libmq_go_stage_order_error(src C.uintptr_t, metric *C.char, timeNs, last C.int64_t) (status C.int) {
+	defer recoverStatus(&status)
+	err := libmetricq.OrderError(C.GoString(metric), libmetricq.Timestamp(timeNs), libmetricq.Timestamp(last))
+	return fail(lookup(src), err)
 }
 
 // maxBatch bounds count before it becomes a slice length.

@@ -28,4 +28,17 @@ LIBMQ_HIDDEN uintptr_t libmq_in_config(void);
 #define LIBMQ_STATS_FIELDS 18
 LIBMQ_HIDDEN void libmq_fill_stats(void *out, size_t size, const uint64_t *values);
 
+/* stage.c: the source began to stop (perhaps on its own): hand staged
+   points over while the core still takes them, and stage no more. */
+LIBMQ_HIDDEN void libmq_stage_close(uintptr_t handle);
+
+/* What the staging layer (stage.c) needs to know of a declared metric. */
+typedef struct libmq_metric_state {
+    int64_t chunk_size;   /* 0: flushed by hand */
+    int64_t open;         /* points in the core's open chunk */
+    int64_t last;         /* last accepted timestamp, if has_last */
+    int64_t max_buffered; /* the source's buffer bound */
+    int has_last;
+} libmq_metric_state;
+
 #endif

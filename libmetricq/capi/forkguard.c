@@ -1,14 +1,18 @@
 /* The public entry points in front of the Go exports (libmq_go_*). They
-   exist for one reason: in a child created by fork() after the library was
-   loaded, the Go runtime's threads are gone and the first call into Go
+   exist for two reasons. In a child created by fork() after the library
+   was loaded, the Go runtime's threads are gone and the first call into Go
    hangs inside the cgo transition, before any Go code of ours could check
    anything. So the check happens here, in C: after a fork, every call fails
    at once with MQ_ERR_INVALID (NULL for constructors) and a text saying
-   why. The cost is one load of a flag per call. */
+   why. The cost is one load of a flag per call. And the calls that send,
+   or must first hand staged points over, go through stage.c, which keeps
+   the cgo transition off the per-point path. */
 #include <pthread.h>
+#include <stddef.h>
 
 #include "metricq.h"
 #include "capi_internal.h"
+#include "stage.h"
 #include "_cgo_export.h"
 
 static volatile int forked; /* set in the child of a fork() */
@@ -40,12 +44,16 @@ const char *mq_version(void) {
 
 mq_source *mq_source_create(const char *url, const char *token) {
     GUARD_NULL
-    return (mq_source *)libmq_go_source_create((char *)url, (char *)token);
+    uintptr_t handle = libmq_go_source_create((char *)url, (char *)token);
+    if (handle != 0) libmq_stage_register(handle);
+    return (mq_source *)handle;
 }
 
 mq_source *mq_source_new(const char *url, const char *token, double timeout) {
     GUARD_NULL
-    return (mq_source *)libmq_go_source_new((char *)url, (char *)token, timeout);
+    uintptr_t handle = libmq_go_source_new((char *)url, (char *)token, timeout);
+    if (handle != 0) libmq_stage_register(handle);
+    return (mq_source *)handle;
 }
 
 int mq_source_connect(mq_source *src, double timeout) {
@@ -60,33 +68,37 @@ int mq_source_set_max_buffered(mq_source *src, int64_t points) {
 
 int mq_source_declare(mq_source *src, const char *metric, const char *metadata_json, double timeout) {
     GUARD_INT;
-    return libmq_go_source_declare(H(src), (char *)metric, (char *)metadata_json, timeout);
+    int status = libmq_go_source_declare(H(src), (char *)metric, (char *)metadata_json, timeout);
+    libmq_stage_touch(H(src));
+    return status;
 }
 
 int mq_source_declare_many(mq_source *src, const char *metrics_json, double timeout) {
     GUARD_INT;
-    return libmq_go_source_declare_many(H(src), (char *)metrics_json, timeout);
+    int status = libmq_go_source_declare_many(H(src), (char *)metrics_json, timeout);
+    libmq_stage_touch(H(src));
+    return status;
 }
 
 int mq_source_set_chunk_size(mq_source *src, const char *metric, int64_t chunk_size) {
     GUARD_INT;
-    return libmq_go_source_set_chunk_size(H(src), (char *)metric, chunk_size);
+    return libmq_stage_set_chunk_size(H(src), metric, chunk_size);
 }
 
 int mq_source_send(mq_source *src, const char *metric, int64_t time_ns, double value, double timeout) {
     GUARD_INT;
-    return libmq_go_source_send(H(src), (char *)metric, time_ns, value, timeout);
+    return libmq_stage_send(H(src), metric, time_ns, value, timeout);
 }
 
 int mq_source_send_batch(mq_source *src, const char *metric, const int64_t *time_ns, const double *values,
                          size_t count, double timeout) {
     GUARD_INT;
-    return libmq_go_source_send_batch(H(src), (char *)metric, (int64_t *)time_ns, (double *)values, count, timeout);
+    return libmq_stage_send_batch(H(src), metric, time_ns, values, count, timeout);
 }
 
 int mq_source_flush(mq_source *src, double timeout) {
     GUARD_INT;
-    return libmq_go_source_flush(H(src), timeout);
+    return libmq_stage_flush(H(src), timeout);
 }
 
 int mq_source_config(mq_source *src, char *buf, size_t size) {
@@ -101,7 +113,7 @@ int mq_source_stop(mq_source *src, double timeout) {
 
 void mq_source_free(mq_source *src) {
     if (forked) return; /* the parent owns the source */
-    libmq_go_source_free(H(src));
+    libmq_stage_free(H(src));
 }
 
 int mq_source_set_config_handler(mq_source *src, mq_config_fn fn, void *user) {
@@ -121,7 +133,20 @@ int mq_source_set_period(mq_source *src, double period) {
 
 int mq_source_stats(mq_source *src, mq_stats *stats, size_t size) {
     GUARD_INT;
-    return libmq_go_source_stats(H(src), stats, size);
+    int status = libmq_go_source_stats(H(src), stats, size);
+    if (status == MQ_OK) {
+        /* Staged points are accepted; those a stop could not hand over
+           are dropped. */
+        uint64_t staged, dropped;
+        libmq_stage_stats(H(src), &staged, &dropped);
+        if (size >= offsetof(mq_stats, points_accepted) + sizeof stats->points_accepted) {
+            stats->points_accepted += staged + dropped;
+        }
+        if (size >= offsetof(mq_stats, points_dropped) + sizeof stats->points_dropped) {
+            stats->points_dropped += dropped;
+        }
+    }
+    return status;
 }
 
 void mq_set_log_handler(mq_log_fn fn, void *user) {

@@ -90,6 +90,7 @@ type Source struct {
 	stopCancel context.CancelFunc
 
 	configHook atomic.Pointer[ConfigHook]
+	beforeStop atomic.Pointer[func()]
 
 	updateFn atomic.Pointer[UpdateHook]
 	// inUpdate lets RunInterval return only after the update function has:
@@ -289,6 +290,11 @@ func (s *Source) newCore() (*libmetricq.IntervalSource, error) {
 		libmetricq.WithConfigHandler(s.onConfig),
 		libmetricq.WithMaxBufferedPoints(s.maxBuffered),
 		libmetricq.WithChunkSize(s.chunkSize),
+		libmetricq.WithBeforeStop(func() {
+			if fn := s.beforeStop.Load(); fn != nil {
+				(*fn)()
+			}
+		}),
 	)
 	if err != nil {
 		return nil, err
@@ -561,6 +567,69 @@ func (s *Source) SendBatch(metric string, times []libmetricq.Timestamp, values [
 	return s.waitForSpace(timeout, func(ctx context.Context) error {
 		return core.SendBatch(ctx, metric, times, values)
 	})
+}
+
+// SetBeforeStop sets what runs when the core begins to stop, before it
+// stops taking points (see libmetricq.WithBeforeStop).
+func (s *Source) SetBeforeStop(fn func()) { s.beforeStop.Store(&fn) }
+
+// MetricState is the core's state of a declared metric (see
+// libmetricq.Source.MetricState).
+func (s *Source) MetricState(metric string) (libmetricq.MetricState, error) {
+	core := s.fast.Load()
+	if core == nil {
+		return libmetricq.MetricState{}, s.notActive()
+	}
+	return core.MetricState(metric)
+}
+
+// Reserve takes buffer space for n points, waiting up to timeout (see
+// libmetricq.Source.Reserve).
+func (s *Source) Reserve(metric string, n int, timeout time.Duration) error {
+	core := s.fast.Load()
+	if core == nil {
+		return s.notActive()
+	}
+	err := core.Reserve(noWait, metric, n)
+	if err == nil || !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return s.waitForSpace(timeout, func(ctx context.Context) error {
+		return core.Reserve(ctx, metric, n)
+	})
+}
+
+// TryReserve takes buffer space for up to n points without waiting and
+// returns how many.
+func (s *Source) TryReserve(n int) int {
+	if core := s.fast.Load(); core != nil {
+		return core.TryReserve(n)
+	}
+	return 0
+}
+
+// Unreserve gives back reserved space.
+func (s *Source) Unreserve(n int) {
+	if core := s.fast.Load(); core != nil {
+		core.Unreserve(n)
+	}
+}
+
+// SendBatchReserved accepts points whose space was reserved; it never
+// waits.
+func (s *Source) SendBatchReserved(metric string, times []libmetricq.Timestamp, values []float64) error {
+	core := s.fast.Load()
+	if core == nil {
+		return s.notActive()
+	}
+	return core.SendBatchReserved(metric, times, values)
+}
+
+// MaxBuffered is the bound of points accepted but not yet confirmed.
+func (s *Source) MaxBuffered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxBuffered
 }
 
 // waitForSpace retries a send that found the buffer full, waiting for

@@ -256,6 +256,122 @@ static void send_ok(mq_source *src, const char *metric, int64_t t, double v) {
     expect_point(metric, t, v);
 }
 
+/* Waits (up to timeout s) until the broker has confirmed `chunks` chunks
+   of src; returns whether it did. */
+static int wait_chunks_confirmed(mq_source *src, uint64_t chunks, double timeout) {
+    double deadline = now_s() + timeout;
+    mq_stats st;
+    do {
+        if (mq_source_stats(src, &st, sizeof st) != MQ_OK) return 0;
+        if (st.chunks_confirmed >= chunks) return 1;
+        sched_yield();
+    } while (now_s() < deadline);
+    return 0;
+}
+
+static int stage_then_stop(mq_source *src, void *user) {
+    (void)user;
+    for (int i = 0; i < 4; i++) {
+        send_ok(src, "ctest.stage.self", T0 + i, i);
+    }
+    return 7;
+}
+
+/* Points of mq_source_send wait in C (stage.c) and cross into Go a batch
+   at a time. None of that may show: chunks close at the point that fills
+   them, the order rule sees staged points, and every call that must
+   publish or count them does. */
+static void test_staging(void) {
+    fprintf(stderr, "== staging\n");
+    mq_source *src = mq_source_new(url, "ctest-stage", 30);
+    CHECK(src != NULL);
+    if (src == NULL) return;
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 1000));
+    EXPECT(MQ_OK, mq_source_declare_many(src, "[\"ctest.stage.big\", \"ctest.stage.shrink\", \"ctest.stage.stop\"]", 10));
+
+    /* 1000 points per chunk, more than a stage holds: the 1000th point
+       closes the chunk, with no flush and no further send. */
+    for (int i = 0; i < 999; i++) {
+        send_ok(src, "ctest.stage.big", T0 + i, i);
+    }
+    mq_stats st;
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    CHECK_MSG(st.points_accepted == 999 && st.chunks_published == 0,
+              "999 sent: accepted %" PRIu64 ", chunks published %" PRIu64, st.points_accepted, st.chunks_published);
+    send_ok(src, "ctest.stage.big", T0 + 999, 999);
+    CHECK_MSG(wait_chunks_confirmed(src, 1, 10), "the 1000th point did not close the chunk");
+
+    /* The order rule holds against staged points. */
+    send_ok(src, "ctest.stage.big", T0 + 1000, 1000);
+    EXPECT_ERR(MQ_ERR_ORDER, "not after", mq_source_send(src, "ctest.stage.big", T0 + 1000, 1, 5));
+    EXPECT_ERR(MQ_ERR_ORDER, "not after", mq_source_send(src, "ctest.stage.big", T0 + 999, 1, 5));
+    int64_t times[1500];
+    double values[1500];
+    for (int i = 0; i < 1500; i++) {
+        times[i] = T0 + 1000 + i;
+        values[i] = i;
+    }
+    EXPECT_ERR(MQ_ERR_ORDER, "not after", mq_source_send_batch(src, "ctest.stage.big", times, values, 1500, 5));
+    /* A batch after a staged point: the staged point goes first. */
+    for (int i = 0; i < 1500; i++) {
+        times[i] = T0 + 1001 + i;
+    }
+    EXPECT(MQ_OK, mq_source_send_batch(src, "ctest.stage.big", times, values, 1500, 5));
+    expect_seq("ctest.stage.big", 1500, T0 + 1001, 1, 0, 1);
+    send_ok(src, "ctest.stage.big", T0 + 3000, 3000);
+    expect_chunks("ctest.stage.big", "exact 1000,1000,502");
+
+    /* A smaller chunk size publishes what is staged at once. */
+    for (int i = 0; i < 5; i++) {
+        send_ok(src, "ctest.stage.shrink", T0 + i, i);
+    }
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, "ctest.stage.shrink", 2));
+    CHECK_MSG(wait_chunks_confirmed(src, st.chunks_confirmed + 1, 10), "staged points were not published");
+    send_ok(src, "ctest.stage.shrink", T0 + 5, 5);
+    send_ok(src, "ctest.stage.shrink", T0 + 6, 6);
+    expect_chunks("ctest.stage.shrink", "exact 5,2");
+
+    /* Stopping publishes staged points, and the counters add up. */
+    for (int i = 0; i < 7; i++) {
+        send_ok(src, "ctest.stage.stop", T0 + i, i);
+    }
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    CHECK_MSG(st.points_accepted == 2516, "accepted %" PRIu64 ", want 2516", st.points_accepted);
+    EXPECT(MQ_OK, mq_source_stop(src, 10));
+    expect_chunks("ctest.stage.stop", "exact 7");
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    CHECK_MSG(st.points_accepted == 2516 && st.points_confirmed == 2516 && st.points_dropped == 0,
+              "after stop: accepted %" PRIu64 ", confirmed %" PRIu64 ", dropped %" PRIu64, st.points_accepted,
+              st.points_confirmed, st.points_dropped);
+    EXPECT(MQ_ERR_STOPPED, mq_source_send(src, "ctest.stage.stop", T0 + 100, 1, 5));
+    mq_source_free(src);
+
+    /* So does a source that stops on its own: here its update function
+       sends, then asks to stop. */
+    src = mq_source_new(url, "ctest-stage-self", 30);
+    CHECK(src != NULL);
+    if (src == NULL) return;
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 1000));
+    EXPECT(MQ_OK, mq_source_declare(src, "ctest.stage.self", NULL, 10));
+    EXPECT_ERR(MQ_ERR_STOPPED, "update returned", mq_source_run_interval(src, 10, stage_then_stop, NULL));
+    EXPECT(MQ_ERR_STOPPED, mq_source_send(src, "ctest.stage.self", T0 + 100, 1, 5));
+    expect_chunks("ctest.stage.self", "exact 4");
+    mq_source_free(src);
+
+    /* So does freeing without a stop. */
+    src = mq_source_new(url, "ctest-stage-free", 30);
+    CHECK(src != NULL);
+    if (src == NULL) return;
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 1000));
+    EXPECT(MQ_OK, mq_source_declare(src, "ctest.stage.free", NULL, 10));
+    for (int i = 0; i < 3; i++) {
+        send_ok(src, "ctest.stage.free", T0 + i, i);
+    }
+    mq_source_free(src);
+    expect_chunks("ctest.stage.free", "exact 3");
+}
+
 static void test_source(void) {
     fprintf(stderr, "== source rules and data\n");
     mq_source *src = mq_source_new(url, "ctest-main", 30);
@@ -1104,6 +1220,7 @@ int main(void) {
     test_threads();
     test_free_race();
     test_buffer();
+    test_staging();
     test_config_hook();
     test_interval();
     test_logging();

@@ -164,6 +164,9 @@ func TestExportsMatchHeader(t *testing.T) {
 		t.Fatalf("found only %d prototypes in metricq.h", len(declared))
 	}
 	for name, p := range exported {
+		if strings.HasPrefix(name, "mq_stage_") {
+			continue // stage.c's own calls into Go, with no public counterpart
+		}
 		d, ok := declared[name]
 		if !ok {
 			t.Errorf("%s is exported by Go but not in metricq.h", name)

@@ -1,0 +1,560 @@
+/* Staging: mq_source_send's points wait here, in C, and cross into Go a
+   batch at a time.
+
+   Why: a call from a C thread into Go costs 100-135 ns on its own (the cgo
+   transition), more than everything else a point needs. Staged, a point
+   costs a hash of its name, a mutex and two stores; the batch goes through
+   the core's SendBatch, which chunks it exactly as single sends would
+   have been chunked.
+
+   What a staged point is: accepted. MQ_OK was returned, so it must reach
+   the broker without the caller doing more: mq_source_flush,
+   mq_source_stop, mq_source_free and mq_source_set_chunk_size hand staged
+   points over before doing their work, and a stage never holds more than
+   the metric's chunk still lacks, so a chunk is sealed at the point that
+   fills it, as without staging. At most STAGE_MAX points per metric wait
+   here, and each has its space in the core's bounded buffer reserved
+   before it is staged: the bound counts staged points, and a sender that
+   finds the buffer full waits (without holding the stage) as it would
+   without staging.
+
+   The stage is only an accelerator: whenever it cannot take a point (no
+   stage for the handle or the metric, chunk size 1, a stopped source, bad
+   arguments) the point goes straight to Go, which also produces every
+   error text. Once a metric has a stage, every point of it passes through
+   the stage's mutex, so the stage and the core agree on the metric's last
+   timestamp and its points stay in order.
+
+   Locking: `registry` (a rwlock) guards the tables of sources and metrics;
+   a metric's mutex guards its stage. A sender locks the metric's mutex
+   while it still holds `registry` for reading, and only then lets
+   `registry` go: mq_source_free, having unlinked the source under the
+   write lock, locks every metric's mutex once more before freeing, and so
+   waits for every sender that found the source. Long operations (drain,
+   stats) hold a reference instead, which mq_source_free also waits for. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metricq.h"
+#include "capi_internal.h"
+#include "stage.h"
+#include "_cgo_export.h"
+
+/* Points a metric may stage: enough that the cgo transition is paid once
+   per STAGE_MAX points (well below a nanosecond each), small enough that a
+   host with thousands of metrics stages little memory (8 KiB a metric). */
+enum { STAGE_MAX = 512 };
+
+/* Buffer space is reserved this many points at a time: one crossing into
+   Go per RESERVE_STEP points, and at most this much reserved but unused
+   per metric. */
+enum { RESERVE_STEP = 128 };
+
+typedef struct metric_stage {
+    struct metric_stage *next; /* in the source's bucket */
+    pthread_mutex_t mu;
+    uint64_t hash;
+    unsigned generation;  /* the source's generation when the facts below were read */
+    int64_t chunk_size;   /* 0: flushed by hand */
+    int64_t core_open;    /* points in the core's open chunk (as far as this stage knows) */
+    int64_t max_buffered; /* the source's buffer bound */
+    int64_t last;         /* last accepted timestamp, staged or handed over */
+    int has_last;
+    size_t target; /* hand over when this many are staged; 0: no memory to stage */
+    size_t n;      /* staged; written under mu, read without it by stats */
+    int64_t reserved; /* buffer space held for staged and coming points (>= n) */
+    size_t room;   /* allocated length of times and values */
+    int64_t *times;
+    double *values;
+    size_t name_len;
+    char name[]; /* NUL-terminated */
+} metric_stage;
+
+typedef struct source_stage {
+    struct source_stage *next; /* in the registry's bucket */
+    uintptr_t handle;
+    unsigned generation; /* bumped when the core's facts may have changed */
+    int closed;          /* a stop began: stage nothing more */
+    int freeing;         /* mq_source_free owns the teardown */
+    uint64_t dropped;    /* staged points a stop could not hand over */
+    size_t metric_count, bucket_count;
+    metric_stage **buckets;
+    pthread_mutex_t ref_mu;
+    pthread_cond_t ref_cond;
+    int refs;
+} source_stage;
+
+enum { SOURCE_BUCKETS = 64 };
+static pthread_rwlock_t registry = PTHREAD_RWLOCK_INITIALIZER;
+static source_stage *sources[SOURCE_BUCKETS];
+
+#define LOAD(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define STORE(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+
+static int timeout_ok(double timeout) { return timeout > 0 && !isinf(timeout); }
+
+/* FNV-1a of the name and its length; 0 when it is longer than any valid
+   name (the direct path then says so). */
+static int name_hash(const char *name, size_t *len, uint64_t *hash) {
+    uint64_t h = 14695981039346656037ull;
+    size_t i = 0;
+    for (; name[i] != '\0'; i++) {
+        if (i >= MQ_MAX_NAME_LENGTH) return 0;
+        h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+    }
+    *len = i;
+    *hash = h;
+    return 1;
+}
+
+static source_stage **source_slot(uintptr_t handle) {
+    source_stage **p = &sources[handle % SOURCE_BUCKETS];
+    while (*p != NULL && (*p)->handle != handle) p = &(*p)->next;
+    return p;
+}
+
+static metric_stage *find_metric(source_stage *s, const char *name, size_t len, uint64_t hash) {
+    for (metric_stage *m = s->buckets[hash & (s->bucket_count - 1)]; m != NULL; m = m->next) {
+        if (m->hash == hash && m->name_len == len && memcmp(m->name, name, len) == 0) return m;
+    }
+    return NULL;
+}
+
+/* Under the write lock. */
+static void insert_metric(source_stage *s, metric_stage *m) {
+    if (s->metric_count >= s->bucket_count) {
+        size_t count = s->bucket_count * 2;
+        metric_stage **buckets = calloc(count, sizeof *buckets);
+        if (buckets != NULL) { /* otherwise the chains just grow longer */
+            for (size_t i = 0; i < s->bucket_count; i++) {
+                for (metric_stage *e = s->buckets[i], *next; e != NULL; e = next) {
+                    next = e->next;
+                    e->next = buckets[e->hash & (count - 1)];
+                    buckets[e->hash & (count - 1)] = e;
+                }
+            }
+            free(s->buckets);
+            s->buckets = buckets;
+            s->bucket_count = count;
+        }
+    }
+    m->next = s->buckets[m->hash & (s->bucket_count - 1)];
+    s->buckets[m->hash & (s->bucket_count - 1)] = m;
+    s->metric_count++;
+}
+
+void libmq_stage_register(uintptr_t handle) {
+    source_stage *s = calloc(1, sizeof *s);
+    if (s == NULL) return; /* the source works unstaged */
+    s->bucket_count = 16;
+    s->buckets = calloc(s->bucket_count, sizeof *s->buckets);
+    if (s->buckets == NULL) {
+        free(s);
+        return;
+    }
+    s->handle = handle;
+    s->generation = 1; /* a new metric stage's 0 is stale */
+    pthread_mutex_init(&s->ref_mu, NULL);
+    pthread_cond_init(&s->ref_cond, NULL);
+    pthread_rwlock_wrlock(&registry);
+    source_stage **slot = source_slot(handle);
+    if (*slot == NULL) {
+        *slot = s;
+        s = NULL;
+    }
+    pthread_rwlock_unlock(&registry);
+    if (s != NULL) { /* cannot happen: Go never reuses a handle */
+        free(s->buckets);
+        free(s);
+    }
+}
+
+/* A reference keeps the source's stages alive without holding registry. */
+static source_stage *acquire_source(uintptr_t handle) {
+    pthread_rwlock_rdlock(&registry);
+    source_stage *s = *source_slot(handle);
+    if (s != NULL) {
+        pthread_mutex_lock(&s->ref_mu);
+        s->refs++;
+        pthread_mutex_unlock(&s->ref_mu);
+    }
+    pthread_rwlock_unlock(&registry);
+    return s;
+}
+
+static void release_source(source_stage *s) {
+    pthread_mutex_lock(&s->ref_mu);
+    if (--s->refs == 0) pthread_cond_broadcast(&s->ref_cond);
+    pthread_mutex_unlock(&s->ref_mu);
+}
+
+/* The source's metrics at this moment (metrics are only removed when the
+   source is freed, which waits for the caller's reference). */
+static metric_stage **all_metrics(source_stage *s, size_t *count) {
+    pthread_rwlock_rdlock(&registry);
+    metric_stage **all = malloc((s->metric_count + 1) * sizeof *all);
+    size_t n = 0;
+    if (all != NULL) {
+        for (size_t i = 0; i < s->bucket_count; i++) {
+            for (metric_stage *m = s->buckets[i]; m != NULL; m = m->next) all[n++] = m;
+        }
+    }
+    pthread_rwlock_unlock(&registry);
+    *count = n;
+    return all;
+}
+
+/* Under m->mu: how many points to stage before handing over. */
+static void retarget(metric_stage *m) {
+    int64_t target = STAGE_MAX;
+    if (m->chunk_size > 0 && m->chunk_size - m->core_open < target) {
+        target = m->chunk_size - m->core_open;
+    }
+    if (m->max_buffered < target) target = m->max_buffered;
+    if (target < 1) target = 1;
+    if ((size_t)target > m->room) {
+        int64_t *times = realloc(m->times, (size_t)target * sizeof *times);
+        if (times != NULL) m->times = times;
+        double *values = times == NULL ? NULL : realloc(m->values, (size_t)target * sizeof *values);
+        if (values != NULL) m->values = values;
+        if (values != NULL) {
+            m->room = (size_t)target;
+        } else {
+            target = (int64_t)m->room; /* 0: send unstaged until memory returns */
+        }
+    }
+    m->target = (size_t)target;
+}
+
+/* Under m->mu: records points the core has accepted. */
+static void accepted_by_core(metric_stage *m, int64_t count, int64_t last) {
+    m->core_open = m->chunk_size > 0 ? (m->core_open + count) % m->chunk_size : m->core_open + count;
+    m->last = last;
+    m->has_last = 1;
+}
+
+/* Under m->mu: hands the staged points to the core. Their space is
+   reserved, so this never waits; it fails only when the source stopped,
+   and the points then stay staged. */
+static int handover(uintptr_t handle, metric_stage *m) {
+    if (m->n == 0) return MQ_OK;
+    int status = libmq_go_stage_handover(handle, m->name, m->times, m->values, m->n);
+    if (status == MQ_OK) {
+        accepted_by_core(m, (int64_t)m->n, m->times[m->n - 1]);
+        m->reserved -= (int64_t)m->n;
+        STORE(&m->n, 0);
+        retarget(m);
+    }
+    return status;
+}
+
+/* Under m->mu: gives back reserved space no staged point uses. */
+static void unreserve(uintptr_t handle, metric_stage *m) {
+    if (m->reserved > (int64_t)m->n) {
+        libmq_go_stage_unreserve(handle, m->reserved - (int64_t)m->n);
+        m->reserved = (int64_t)m->n;
+    }
+}
+
+/* Holding a reference (mq_source_free waits for it) lets a sender drop
+   the stage's mutex while it waits for buffer space. */
+static void hold_source(source_stage *s) {
+    pthread_mutex_lock(&s->ref_mu);
+    s->refs++;
+    pthread_mutex_unlock(&s->ref_mu);
+}
+
+/* Under m->mu: reads the core's facts again after something may have
+   changed them (a flush sealed the open chunk, a chunk size was set). */
+static int refresh(uintptr_t handle, source_stage *s, metric_stage *m) {
+    unsigned generation = LOAD(&s->generation);
+    int status = handover(handle, m);
+    if (status != MQ_OK) return status;
+    libmq_metric_state state;
+    status = libmq_go_stage_state(handle, m->name, &state);
+    if (status != MQ_OK) return status;
+    m->chunk_size = state.chunk_size;
+    m->core_open = state.open;
+    m->max_buffered = state.max_buffered;
+    m->last = state.last;
+    m->has_last = state.has_last;
+    m->generation = generation;
+    retarget(m);
+    return MQ_OK;
+}
+
+/* Creates the metric's stage if the core has it declared. The stage
+   starts stale (generation 0 is never current), so its first user reads
+   the core's facts under the stage's mutex. */
+static int add_metric(uintptr_t handle, const char *name, size_t len, uint64_t hash) {
+    libmq_metric_state state;
+    if (libmq_go_stage_state(handle, (char *)name, &state) != MQ_OK) return 0;
+    metric_stage *m = calloc(1, sizeof *m + len + 1);
+    if (m == NULL) return 0;
+    pthread_mutex_init(&m->mu, NULL);
+    m->hash = hash;
+    m->name_len = len;
+    memcpy(m->name, name, len + 1);
+    m->target = 1;
+    pthread_rwlock_wrlock(&registry);
+    source_stage *s = *source_slot(handle);
+    int added = s != NULL && !LOAD(&s->closed) && find_metric(s, name, len, hash) == NULL;
+    if (added) insert_metric(s, m);
+    pthread_rwlock_unlock(&registry);
+    if (!added) {
+        pthread_mutex_destroy(&m->mu);
+        free(m);
+    }
+    return s != NULL;
+}
+
+/* Returns the metric's stage, locked, and its source; NULL when the call
+   should go straight to Go. */
+static metric_stage *lock_metric(uintptr_t handle, const char *name, source_stage **source) {
+    size_t len;
+    uint64_t hash;
+    if (name == NULL || !name_hash(name, &len, &hash)) return NULL;
+    for (int attempt = 0;; attempt++) {
+        pthread_rwlock_rdlock(&registry);
+        source_stage *s = *source_slot(handle);
+        metric_stage *m = s == NULL ? NULL : find_metric(s, name, len, hash);
+        if (m != NULL) {
+            pthread_mutex_lock(&m->mu);
+            pthread_rwlock_unlock(&registry);
+            *source = s;
+            return m;
+        }
+        pthread_rwlock_unlock(&registry);
+        if (s == NULL || attempt > 0 || !add_metric(handle, name, len, hash)) return NULL;
+    }
+}
+
+/* Under m->mu, after a stop began: staged points go first, to keep the
+   order, then the point goes straight to Go. */
+static int send_through(uintptr_t handle, metric_stage *m, int64_t time_ns, double value, double timeout) {
+    int status = handover(handle, m);
+    if (status != MQ_OK) return status;
+    status = libmq_go_source_send(handle, m->name, time_ns, value, timeout);
+    if (status == MQ_OK) accepted_by_core(m, 1, time_ns);
+    return status;
+}
+
+/* Under m->mu (which it may drop and take again while it waits for
+   buffer space). */
+static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64_t time_ns, double value,
+                       double timeout) {
+    for (;;) {
+        if (LOAD(&s->closed)) return send_through(handle, m, time_ns, value, timeout);
+        if (m->generation != LOAD(&s->generation)) {
+            int status = refresh(handle, s, m);
+            if (status != MQ_OK) return status;
+        }
+        if (m->has_last && time_ns <= m->last) {
+            return libmq_go_stage_order_error(handle, m->name, time_ns, m->last);
+        }
+        if (m->target == 0) return send_through(handle, m, time_ns, value, timeout);
+        if (m->reserved > (int64_t)m->n) break;
+        int64_t want = (int64_t)m->target - (int64_t)m->n;
+        want = want < 1 ? 1 : want > RESERVE_STEP ? RESERVE_STEP : want;
+        int64_t got = libmq_go_stage_reserve(handle, m->name, want, timeout, 0);
+        if (got < 0) return (int)got;
+        if (got > 0) {
+            m->reserved += got;
+            break;
+        }
+        /* The buffer is full: wait for space without holding the stage,
+           so that a flush or a stop can take it meanwhile. */
+        hold_source(s);
+        pthread_mutex_unlock(&m->mu);
+        got = libmq_go_stage_reserve(handle, m->name, 1, timeout, 1);
+        pthread_mutex_lock(&m->mu);
+        release_source(s);
+        if (got < 0) return (int)got;
+        m->reserved += got;
+    }
+    m->times[m->n] = time_ns;
+    m->values[m->n] = value;
+    STORE(&m->n, m->n + 1);
+    if (m->n >= m->target) {
+        int status = handover(handle, m); /* records last */
+        if (status != MQ_OK) { /* this point is refused; the earlier ones stay staged */
+            STORE(&m->n, m->n - 1);
+        }
+        return status;
+    }
+    m->last = time_ns;
+    m->has_last = 1;
+    return MQ_OK;
+}
+
+int libmq_stage_send(uintptr_t handle, const char *metric, int64_t time_ns, double value, double timeout) {
+    source_stage *s;
+    metric_stage *m = timeout_ok(timeout) ? lock_metric(handle, metric, &s) : NULL;
+    if (m == NULL) return libmq_go_source_send(handle, (char *)metric, time_ns, value, timeout);
+    int status = stage_point(handle, s, m, time_ns, value, timeout);
+    pthread_mutex_unlock(&m->mu);
+    return status;
+}
+
+int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *time_ns, const double *values,
+                           size_t count, double timeout) {
+    source_stage *s;
+    metric_stage *m = NULL;
+    /* Larger batches than any buffer could hold go to Go, which says why. */
+    if (timeout_ok(timeout) && count > 0 && count <= (size_t)INT32_MAX && time_ns != NULL && values != NULL) {
+        m = lock_metric(handle, metric, &s);
+    }
+    if (m == NULL) {
+        return libmq_go_source_send_batch(handle, (char *)metric, (int64_t *)time_ns, (double *)values, count,
+                                          timeout);
+    }
+    int status;
+    if (LOAD(&s->closed)) {
+        status = handover(handle, m);
+        if (status == MQ_OK) {
+            status = libmq_go_source_send_batch(handle, m->name, (int64_t *)time_ns, (double *)values, count,
+                                                timeout);
+        }
+    } else {
+        /* Space first, waiting without holding the stage (see stage_point). */
+        hold_source(s);
+        pthread_mutex_unlock(&m->mu);
+        int64_t got = libmq_go_stage_reserve(handle, m->name, (int64_t)count, timeout, 1);
+        pthread_mutex_lock(&m->mu);
+        release_source(s);
+        status = got < 0 ? (int)got : MQ_OK;
+        if (status == MQ_OK && m->generation != LOAD(&s->generation)) status = refresh(handle, s, m);
+        if (status == MQ_OK) status = handover(handle, m);
+        if (status == MQ_OK) status = libmq_go_stage_handover(handle, m->name, (int64_t *)time_ns, (double *)values, count);
+        if (status != MQ_OK && got > 0) libmq_go_stage_unreserve(handle, got);
+    }
+    if (status == MQ_OK) {
+        accepted_by_core(m, (int64_t)count, time_ns[count - 1]);
+        retarget(m);
+    }
+    pthread_mutex_unlock(&m->mu);
+    return status;
+}
+
+/* Hands every staged point of the source over and gives back unused
+   space. With stop set, what cannot be handed over is dropped (and
+   counted). Returns the first failure. */
+static int drain(source_stage *s, int stop) {
+    size_t count;
+    metric_stage **all = all_metrics(s, &count);
+    if (all == NULL) return MQ_OK; /* nothing staged can be found without memory either */
+    int result = MQ_OK;
+    for (size_t i = 0; i < count; i++) {
+        metric_stage *m = all[i];
+        pthread_mutex_lock(&m->mu);
+        int status = handover(s->handle, m);
+        if (status != MQ_OK) {
+            if (result == MQ_OK) result = status;
+            if (stop) {
+                __atomic_add_fetch(&s->dropped, m->n, __ATOMIC_RELAXED);
+                STORE(&m->n, 0);
+            }
+        }
+        unreserve(s->handle, m);
+        pthread_mutex_unlock(&m->mu);
+    }
+    free(all);
+    return result;
+}
+
+void libmq_stage_close(uintptr_t handle) {
+    source_stage *s = acquire_source(handle);
+    if (s == NULL) return;
+    STORE(&s->closed, 1);
+    drain(s, 1);
+    release_source(s);
+}
+
+void libmq_stage_touch(uintptr_t handle) {
+    pthread_rwlock_rdlock(&registry);
+    source_stage *s = *source_slot(handle);
+    if (s != NULL) __atomic_add_fetch(&s->generation, 1, __ATOMIC_ACQ_REL);
+    pthread_rwlock_unlock(&registry);
+}
+
+int libmq_stage_flush(uintptr_t handle, double timeout) {
+    source_stage *s = timeout_ok(timeout) ? acquire_source(handle) : NULL;
+    if (s == NULL) return libmq_go_source_flush(handle, timeout);
+    int status = drain(s, 0);
+    if (status == MQ_OK) status = libmq_go_source_flush(handle, timeout);
+    /* The flush sealed the core's open chunks. */
+    __atomic_add_fetch(&s->generation, 1, __ATOMIC_ACQ_REL);
+    release_source(s);
+    return status;
+}
+
+void libmq_stage_free(uintptr_t handle) {
+    source_stage *s = acquire_source(handle);
+    if (s == NULL) {
+        libmq_go_source_free(handle);
+        return;
+    }
+    if (__atomic_exchange_n(&s->freeing, 1, __ATOMIC_ACQ_REL)) { /* another thread frees it */
+        release_source(s);
+        libmq_go_source_free(handle);
+        return;
+    }
+    STORE(&s->closed, 1);
+    drain(s, 1);
+    libmq_go_source_free(handle);
+
+    pthread_rwlock_wrlock(&registry);
+    source_stage **slot = source_slot(handle);
+    if (*slot == s) *slot = s->next;
+    pthread_rwlock_unlock(&registry);
+    release_source(s);
+    pthread_mutex_lock(&s->ref_mu);
+    while (s->refs > 0) pthread_cond_wait(&s->ref_cond, &s->ref_mu);
+    pthread_mutex_unlock(&s->ref_mu);
+    for (size_t i = 0; i < s->bucket_count; i++) {
+        for (metric_stage *m = s->buckets[i], *next; m != NULL; m = next) {
+            next = m->next;
+            /* Wait for a sender that found the stage before it was unlinked:
+               the source is stopped, so it returns promptly. */
+            pthread_mutex_lock(&m->mu);
+            pthread_mutex_unlock(&m->mu);
+            pthread_mutex_destroy(&m->mu);
+            free(m->times);
+            free(m->values);
+            free(m);
+        }
+    }
+    free(s->buckets);
+    pthread_mutex_destroy(&s->ref_mu);
+    pthread_cond_destroy(&s->ref_cond);
+    free(s);
+}
+
+int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chunk_size) {
+    source_stage *s;
+    metric_stage *m = metric != NULL && chunk_size >= 0 ? lock_metric(handle, metric, &s) : NULL;
+    /* Staged points go first, so that a smaller chunk size publishes them
+       now, as it would have without staging. */
+    if (m != NULL) handover(handle, m);
+    int status = libmq_go_source_set_chunk_size(handle, (char *)metric, chunk_size);
+    if (m != NULL) {
+        m->generation--; /* stale, whatever the source's generation is */
+        pthread_mutex_unlock(&m->mu);
+    }
+    return status;
+}
+
+void libmq_stage_stats(uintptr_t handle, uint64_t *staged, uint64_t *dropped) {
+    *staged = 0;
+    *dropped = 0;
+    source_stage *s = acquire_source(handle);
+    if (s == NULL) return;
+    size_t count;
+    metric_stage **all = all_metrics(s, &count);
+    for (size_t i = 0; all != NULL && i < count; i++) *staged += LOAD(&all[i]->n);
+    free(all);
+    *dropped = LOAD(&s->dropped);
+    release_source(s);
+}

@@ -1,0 +1,29 @@
+/* Staging of points in C before they cross into Go (stage.c). The public
+   entry points (forkguard.c) call these instead of the Go exports for the
+   calls that send, or that must first hand staged points over. */
+#ifndef LIBMETRICQ_STAGE_H
+#define LIBMETRICQ_STAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "capi_internal.h"
+
+/* A new source: its metrics may be staged from now on. */
+LIBMQ_HIDDEN void libmq_stage_register(uintptr_t handle);
+/* The core's facts of the source's metrics may have changed (a
+   declaration): every stage reads them again before its next point. */
+LIBMQ_HIDDEN void libmq_stage_touch(uintptr_t handle);
+
+LIBMQ_HIDDEN int libmq_stage_send(uintptr_t handle, const char *metric, int64_t time_ns, double value,
+                                  double timeout);
+LIBMQ_HIDDEN int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *time_ns,
+                                        const double *values, size_t count, double timeout);
+LIBMQ_HIDDEN int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chunk_size);
+LIBMQ_HIDDEN int libmq_stage_flush(uintptr_t handle, double timeout);
+LIBMQ_HIDDEN void libmq_stage_free(uintptr_t handle);
+
+/* Points staged now, and points stops could not hand over. */
+LIBMQ_HIDDEN void libmq_stage_stats(uintptr_t handle, uint64_t *staged, uint64_t *dropped);
+
+#endif

@@ -2,7 +2,8 @@
 # mk/capi.mk, whose lib target and CAPI_* variables it uses); run from the
 # repository root.
 #
-#   bench   builds the C library and the C driver (build/bench/mqbench),
+#   bench   builds the C library, the Python binding's C extension (make
+#           python) and the C driver (build/bench/mqbench),
 #           ensures RabbitMQ, gnuplot and the virtualenv, then runs
 #           bench/cmd/bench against a fresh vhost: every scenario
 #           BENCH_RUNS times (default 5), the go test benchmarks with
@@ -21,7 +22,7 @@ bench: bench-build
 	scripts/ensure-tools.sh gnuplot venv
 	scripts/with-vhost.sh $(GO) run ./bench/cmd/bench
 
-bench-build: lib $(BENCH_BUILD)/mqbench
+bench-build: lib python $(BENCH_BUILD)/mqbench
 
 $(BENCH_BUILD)/mqbench: bench/c/mqbench.c include/metricq.h $(CAPI_BUILD)/lib/libmetricq.so
 	@mkdir -p $(dir $@)

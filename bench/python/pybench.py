@@ -5,8 +5,10 @@ bindings/python on PYTHONPATH and LIBMETRICQ_PATH pointing at build/lib for
 the ``ours-*`` modes. Each mode prints one JSON object on stdout; times are
 ``time.time_ns()`` (CLOCK_REALTIME, the clock of the driver's sink).
 
-  ours-send  URL TOKEN PREFIX POINTS CHUNK
-      libmetricq.SynchronousSource.send, one point per call, int ns times.
+  ours-send  URL TOKEN PREFIX POINTS CHUNK [fast|ctypes]
+      libmetricq.SynchronousSource.send, one point per call, int ns times;
+      through the C extension libmetricq._fastsend (fast, the default) or,
+      as where it could not be built, through ctypes.
   ours-batch URL TOKEN PREFIX POINTS CHUNK BATCH
       libmetricq.SynchronousSource.send_batch with numpy int64/float64
       arrays of BATCH points (the times array is computed per batch, timed).
@@ -47,8 +49,11 @@ def metadata():
 # --- ours ----------------------------------------------------------------------
 
 
-def ours_send(url, token, prefix, points, chunk):
+def ours_send(url, token, prefix, points, chunk, path="fast"):
+    if path == "ctypes":  # as installed where the C extension could not be built
+        sys.modules["libmetricq._fastsend"] = None
     import libmetricq
+    from libmetricq import _lib
 
     metric = prefix + ".0"
     with libmetricq.SynchronousSource(token=token, url=url, chunk_size=chunk) as src:
@@ -63,7 +68,7 @@ def ours_send(url, token, prefix, points, chunk):
         src.flush()
         flushed = time.time_ns()
     out(start_ns=start, sent_ns=sent, flushed_ns=flushed, points=points, cpu_ns_per_point=cpu / points,
-        library=os.path.realpath(libmetricq.LIBRARY_PATH))
+        library=os.path.realpath(libmetricq.LIBRARY_PATH), fast_send=_lib.FAST_SEND)
 
 
 def ours_batch(url, token, prefix, points, chunk, batch):
@@ -198,11 +203,11 @@ def ref_sync(url, token, prefix, points, chunk):
 def main(argv):
     mode = argv[1]
     url, token, prefix = argv[2], argv[3], argv[4]
-    nums = [int(a) for a in argv[5:]]
+    nums = [int(a) for a in argv[5:7]]
     if mode == "ours-send":
-        ours_send(url, token, prefix, *nums)
+        ours_send(url, token, prefix, *nums, *argv[7:])
     elif mode == "ours-batch":
-        ours_batch(url, token, prefix, *nums)
+        ours_batch(url, token, prefix, *nums, *[int(a) for a in argv[7:]])
     elif mode == "ref-async":
         ref_async(url, token, prefix, *nums)
     elif mode == "ref-sync":

@@ -41,6 +41,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -396,6 +397,9 @@ func (b *bench) stagePythonPackage() error {
 	if err != nil || len(files) == 0 {
 		return fmt.Errorf("no Python binding in %s", src)
 	}
+	// The C extension, as make python built it in place.
+	extensions, _ := filepath.Glob(filepath.Join(src, "_fastsend*.so"))
+	files = append(files, extensions...)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -453,6 +457,9 @@ func scenarios(cfg config) []*scenario {
 					if err == nil {
 						shipped, _ = out["error"].(string)
 						libraryUsed[name], _ = out["library"].(string)
+						if fast, ok := out["fast_send"].(bool); ok && !fast && !slices.Contains(extra, "ctypes") {
+							err = fmt.Errorf("%s: the binding's C extension libmetricq._fastsend is missing: run make python", name)
+						}
 					}
 					return out, err
 				})
@@ -482,6 +489,7 @@ func scenarios(cfg config) []*scenario {
 			}},
 		py("py-batch-10k", "Python libmetricq send_batch (numpy), 10000 points, chunk 10000", "py", "ours-batch", 2_000_000, 10000, "10000"),
 		py("py-send-1k", "Python libmetricq send, chunk 1000", "py", "ours-send", 100_000, 1000),
+		py("py-send-1k-ctypes", "Python libmetricq send without its C extension (ctypes), chunk 1000", "py", "ours-send", 100_000, 1000, "ctypes"),
 		py("ref-async-1k", "reference metricq.Source.send (async), chunk 1000", "ref", "ref-async", 20_000, 1000),
 		py("ref-sync-1k", "reference metricq.SynchronousSource.send, chunk 1000", "ref", "ref-sync", 5_000, 1000),
 		latency("latency-raw", "amqp091-go, 1-point chunks, 2000/s, no confirms: publish to sink receipt (the floor)", "raw",

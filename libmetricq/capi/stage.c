@@ -382,6 +382,36 @@ static metric_stage *lock_metric(uintptr_t handle, const char *name, source_stag
     }
 }
 
+/* Gives back the space metrics reserved but hold no point in, so that a
+   sender that found the buffer full waits only for space that points
+   really use. Skips stages busy right now: their space is about to be
+   used. The caller holds a reference and no stage's mutex. */
+static void reclaim(source_stage *s) {
+    size_t count;
+    metric_stage **all = all_metrics(s, &count);
+    for (size_t i = 0; all != NULL && i < count; i++) {
+        if (pthread_mutex_trylock(&all[i]->mu) == 0) {
+            unreserve(s->handle, all[i]);
+            pthread_mutex_unlock(&all[i]->mu);
+        }
+    }
+    free(all);
+}
+
+/* Under m->mu, which it drops while it waits: the buffer is full, so
+   space for n points is reserved waiting up to timeout, without holding
+   the stage, so that a flush or a stop can take it meanwhile. Returns n,
+   or a negative status. */
+static int64_t wait_for_space(uintptr_t handle, source_stage *s, metric_stage *m, int64_t n, double timeout) {
+    hold_source(s);
+    pthread_mutex_unlock(&m->mu);
+    reclaim(s);
+    int64_t got = libmq_go_stage_reserve(handle, m->name, n, timeout, 1);
+    pthread_mutex_lock(&m->mu);
+    release_source(s);
+    return got;
+}
+
 /* Under m->mu, after a stop began: staged points go first, to keep the
    order, then the point goes straight to Go. */
 static int send_through(uintptr_t handle, metric_stage *m, int64_t time_ns, double value, double timeout) {
@@ -415,13 +445,7 @@ static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64
             m->reserved += got;
             break;
         }
-        /* The buffer is full: wait for space without holding the stage,
-           so that a flush or a stop can take it meanwhile. */
-        hold_source(s);
-        pthread_mutex_unlock(&m->mu);
-        got = libmq_go_stage_reserve(handle, m->name, 1, timeout, 1);
-        pthread_mutex_lock(&m->mu);
-        release_source(s);
+        got = wait_for_space(handle, s, m, 1, timeout);
         if (got < 0) return (int)got;
         m->reserved += got;
     }
@@ -469,12 +493,11 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
                                                 timeout);
         }
     } else {
-        /* Space first, waiting without holding the stage (see stage_point). */
-        hold_source(s);
-        pthread_mutex_unlock(&m->mu);
-        int64_t got = libmq_go_stage_reserve(handle, m->name, (int64_t)count, timeout, 1);
-        pthread_mutex_lock(&m->mu);
-        release_source(s);
+        int64_t got = libmq_go_stage_reserve(handle, m->name, (int64_t)count, timeout, 0);
+        if (got >= 0 && got < (int64_t)count) {
+            if (got > 0) libmq_go_stage_unreserve(handle, got);
+            got = wait_for_space(handle, s, m, (int64_t)count, timeout);
+        }
         status = got < 0 ? (int)got : MQ_OK;
         if (status == MQ_OK && m->generation != LOAD(&s->generation)) status = refresh(handle, s, m);
         if (status == MQ_OK) status = handover(handle, m);

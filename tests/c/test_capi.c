@@ -359,6 +359,30 @@ static void test_staging(void) {
     expect_chunks("ctest.stage.self", "exact 4");
     mq_source_free(src);
 
+    /* Space reserved for staging but not used by any point goes to
+       whoever needs it: with a bound of 10, "a" stages one point (and
+       reserves more), yet "b" gets space at once. */
+    src = mq_source_create(url, "ctest-stage-reclaim");
+    CHECK(src != NULL);
+    if (src == NULL) return;
+    EXPECT(MQ_OK, mq_source_set_max_buffered(src, 10));
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 10));
+    EXPECT(MQ_OK, mq_source_connect(src, 30));
+    EXPECT(MQ_OK, mq_source_declare_many(src, "[\"ctest.stage.a\", \"ctest.stage.b\"]", 10));
+    send_ok(src, "ctest.stage.a", T0, 1);
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    CHECK_MSG(st.buffered_points == 10, "space reserved by the stage: %" PRIu64 ", want 10", st.buffered_points);
+    for (int i = 0; i < 9; i++) {
+        int rc = mq_source_send(src, "ctest.stage.b", T0 + i, i, 0.2);
+        CHECK_MSG(rc == MQ_OK, "send %d to b: %d (%s)", i, rc, mq_last_error());
+        if (rc == MQ_OK) expect_point("ctest.stage.b", T0 + i, i);
+    }
+    EXPECT_ERR(MQ_ERR_TIMEOUT, "buffer full", mq_source_send(src, "ctest.stage.b", T0 + 9, 9, 0.05));
+    EXPECT(MQ_OK, mq_source_stop(src, 10));
+    expect_chunks("ctest.stage.a", "exact 1");
+    expect_chunks("ctest.stage.b", "exact 9");
+    mq_source_free(src);
+
     /* So does freeing without a stop. */
     src = mq_source_new(url, "ctest-stage-free", 30);
     CHECK(src != NULL);

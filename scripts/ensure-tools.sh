@@ -12,7 +12,9 @@
 #   venv       Python virtualenv .venv/ at the repo root with
 #              tests/python-requirements.txt installed (metricq, pytest, numpy);
 #              skipped while .venv/.stamp-<hash of that file> exists.
-#              Python: $PYTHON, default python3.
+#              Python: $PYTHON, default python3. Also the Python headers
+#              the binding's C extension compiles against (Debian package
+#              python3-dev for Debian's own Python; root).
 #
 # As non-root, a missing Debian package makes this print the command to run
 # and exit 1.
@@ -43,6 +45,7 @@ ensure_venv() {
 	fi
 	if [ -e "$stamp" ]; then
 		log "$venv is up to date"
+		ensure_python_headers "$venv/bin/python"
 		return 0
 	fi
 	if [ ! -e "$venv" ]; then
@@ -59,6 +62,23 @@ ensure_venv() {
 	rm -f "$venv"/.stamp-*
 	touch "$stamp"
 	log "$venv ready"
+	ensure_python_headers "$venv/bin/python"
+}
+
+# ensure_python_headers PYTHON: Python.h for the binding's C extension
+# (libmetricq._fastsend), which `make python` builds and the tests expect.
+ensure_python_headers() {
+	local include
+	include=$("$1" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+	if [ -e "$include/Python.h" ]; then
+		log "Python headers are installed ($include)"
+		return 0
+	fi
+	case $include in
+	/usr/include/*) apt_install python3-dev ;;
+	*) die "no Python.h in $include: install the headers of the Python at $("$1" -c 'import sys; print(sys.base_prefix)')" ;;
+	esac
+	[ -e "$include/Python.h" ] || die "python3-dev installed but $include/Python.h is missing"
 }
 
 [ $# -ge 1 ] || usage

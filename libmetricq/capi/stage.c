@@ -31,7 +31,10 @@
    and only then lets it go: mq_source_free, having unlinked the source under the
    write lock, locks every metric's mutex once more before freeing, and so
    waits for every sender that found the source. Long operations (drain,
-   stats) hold a reference instead, which mq_source_free also waits for. */
+   stats) hold a reference instead, which mq_source_free also waits for.
+   Nothing that may wait for buffer space runs under a metric's mutex
+   (wait_for_space lets it go; after a stop began, the point goes to Go
+   after the mutex is let go: close_stage), or a drain would wait too. */
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -57,7 +60,7 @@ typedef struct metric_stage {
     struct metric_stage *next; /* in the source's bucket */
     pthread_mutex_t mu;
     uint64_t hash;
-    unsigned generation;  /* the source's generation when the facts below were read */
+    uint64_t generation;  /* the source's generation when the facts below were read */
     int64_t chunk_size;   /* 0: flushed by hand */
     int64_t core_open;    /* points in the core's open chunk (as far as this stage knows) */
     int64_t max_buffered; /* the source's buffer bound */
@@ -76,7 +79,11 @@ typedef struct metric_stage {
 typedef struct source_stage {
     struct source_stage *next; /* in the registry's bucket */
     uintptr_t handle;
-    unsigned generation; /* bumped when the core's facts may have changed */
+    /* Bumped when the core's facts may have changed (every flush and
+       declaration). 64 bits: a 32-bit count wraps to 0 after 2^32 flushes,
+       and a new stage (generation 0, no memory yet) would then pass for
+       current and store into a NULL array. */
+    uint64_t generation;
     int closed;          /* a stop began: stage nothing more */
     int freeing;         /* mq_source_free owns the teardown */
     uint64_t dropped;    /* staged points a stop could not hand over */
@@ -320,7 +327,7 @@ static void hold_source(source_stage *s) {
 /* Under m->mu: reads the core's facts again after something may have
    changed them (a flush sealed the open chunk, a chunk size was set). */
 static int refresh(uintptr_t handle, source_stage *s, metric_stage *m) {
-    unsigned generation = LOAD(&s->generation);
+    uint64_t generation = LOAD(&s->generation);
     int status = handover(handle, m);
     if (status != MQ_OK) return status;
     libmq_metric_state state;
@@ -412,8 +419,32 @@ static int64_t wait_for_space(uintptr_t handle, source_stage *s, metric_stage *m
     return got;
 }
 
-/* Under m->mu, after a stop began: staged points go first, to keep the
-   order, then the point goes straight to Go. */
+/* What stage_point and the batch path return when a stop began: the
+   stage is empty and takes nothing more, and the caller sends straight to
+   Go once it has let the stage's mutex go. */
+enum { SEND_DIRECT = 1 };
+
+/* Under m->mu, once a stop began: staged points go first, to keep the
+   order, and the space reserved for points to come goes back. Nothing
+   else would give that space back: a sender that waited for space while
+   the stop drained this stage comes back holding a reservation, and
+   buffered_points would never return to 0. Returns SEND_DIRECT, or the
+   handover's failure.
+
+   The point itself is sent after the mutex is let go: that send may wait
+   for buffer space, and mq_source_free, which closes the stage before it
+   stops the source (the stop is what ends such waits), would wait for the
+   mutex in its drain for the sender's whole timeout. Nothing is staged
+   any more, so the mutex keeps no order there. */
+static int close_stage(uintptr_t handle, metric_stage *m) {
+    int status = handover(handle, m);
+    unreserve(handle, m);
+    return status == MQ_OK ? SEND_DIRECT : status;
+}
+
+/* Under m->mu, when the stage has no memory: staged points go first, to
+   keep the order, then the point goes straight to Go (holding the mutex,
+   so that the stage's last timestamp stays the core's). */
 static int send_through(uintptr_t handle, metric_stage *m, int64_t time_ns, double value, double timeout) {
     int status = handover(handle, m);
     if (status != MQ_OK) return status;
@@ -427,7 +458,7 @@ static int send_through(uintptr_t handle, metric_stage *m, int64_t time_ns, doub
 static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64_t time_ns, double value,
                        double timeout) {
     for (;;) {
-        if (LOAD(&s->closed)) return send_through(handle, m, time_ns, value, timeout);
+        if (LOAD(&s->closed)) return close_stage(handle, m);
         if (m->generation != LOAD(&s->generation)) {
             int status = refresh(handle, s, m);
             if (status != MQ_OK) return status;
@@ -470,6 +501,8 @@ int libmq_stage_send(uintptr_t handle, const char *metric, int64_t time_ns, doub
     if (m == NULL) return libmq_go_source_send(handle, (char *)metric, time_ns, value, timeout);
     int status = stage_point(handle, s, m, time_ns, value, timeout);
     pthread_mutex_unlock(&m->mu);
+    /* m and s may be freed from here on: the caller's name, not m's. */
+    if (status == SEND_DIRECT) return libmq_go_source_send(handle, (char *)metric, time_ns, value, timeout);
     return status;
 }
 
@@ -487,11 +520,7 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
     }
     int status;
     if (LOAD(&s->closed)) {
-        status = handover(handle, m);
-        if (status == MQ_OK) {
-            status = libmq_go_source_send_batch(handle, m->name, (int64_t *)time_ns, (double *)values, count,
-                                                timeout);
-        }
+        status = close_stage(handle, m);
     } else {
         int64_t got = libmq_go_stage_reserve(handle, m->name, (int64_t)count, timeout, 0);
         if (got >= 0 && got < (int64_t)count) {
@@ -509,6 +538,10 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
         retarget(m);
     }
     pthread_mutex_unlock(&m->mu);
+    if (status == SEND_DIRECT) {
+        return libmq_go_source_send_batch(handle, (char *)metric, (int64_t *)time_ns, (double *)values, count,
+                                          timeout);
+    }
     return status;
 }
 
@@ -570,9 +603,12 @@ void libmq_stage_free(uintptr_t handle) {
         libmq_go_source_free(handle);
         return;
     }
-    if (__atomic_exchange_n(&s->freeing, 1, __ATOMIC_ACQ_REL)) { /* another thread frees it */
+    if (__atomic_exchange_n(&s->freeing, 1, __ATOMIC_ACQ_REL)) {
+        /* Another thread frees it, and releases the handle in Go once it
+           has handed the staged points over. Releasing it here could come
+           first: those handovers would then find no handle, and points
+           already accepted would be dropped. */
         release_source(s);
-        libmq_go_source_free(handle);
         return;
     }
     STORE(&s->closed, 1);
@@ -616,6 +652,12 @@ int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chu
     if (m != NULL) {
         m->generation--; /* stale, whatever the source's generation is */
         pthread_mutex_unlock(&m->mu);
+    } else if (metric != NULL && status == MQ_OK) {
+        /* No stage found (the metric was not declared when we looked), but
+           a declaration may have completed since, and another thread may
+           have created the stage from the old chunk size: make every stage
+           read the facts again. */
+        libmq_stage_touch(handle);
     }
     return status;
 }

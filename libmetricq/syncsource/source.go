@@ -105,8 +105,12 @@ type Source struct {
 	suppressSkip atomic.Bool
 
 	// waitRetries counts sends that found the buffer full on their first,
-	// non-waiting try, which the core counts as a wait of its own.
-	waitRetries atomic.Uint64
+	// non-waiting try, which the core counts as a wait of its own, and as
+	// a timeout (its context had ended); stopRefusals, waits that the stop
+	// ended (by cancelling stopCtx), which the core counts as timeouts too
+	// but which fail with ErrStopped. Stats subtracts both.
+	waitRetries  atomic.Uint64
+	stopRefusals atomic.Uint64
 }
 
 // New checks url and token and returns an unconnected source. It does no
@@ -640,6 +644,7 @@ func (s *Source) waitForSpace(timeout time.Duration, send func(context.Context) 
 	defer cancel()
 	err := send(ctx)
 	if err != nil && errors.Is(err, context.Canceled) {
+		s.stopRefusals.Add(1)
 		return fmt.Errorf("%w: stopped while the send waited for buffer space", libmetricq.ErrStopped)
 	}
 	return err
@@ -677,7 +682,9 @@ func (s *Source) Stats() libmetricq.Stats {
 		return libmetricq.Stats{}
 	}
 	st := core.Stats()
-	st.BufferFullWaits -= min(st.BufferFullWaits, s.waitRetries.Load())
+	retries := s.waitRetries.Load()
+	st.BufferFullWaits -= min(st.BufferFullWaits, retries)
+	st.BufferFullTimeouts -= min(st.BufferFullTimeouts, retries+s.stopRefusals.Load())
 	return st
 }
 

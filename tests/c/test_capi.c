@@ -789,6 +789,375 @@ static void test_free_race(void) {
 }
 
 /* ----------------------------------------------------------------------- */
+/* Staging under contention (stage.c). Threads send, singly and in batches,
+   to a metric of their own and to one shared metric, while another thread
+   flushes, changes chunk sizes (1, 7, the buffer's size, by hand) and
+   declares again; the buffer holds 256 points, so that reservations run
+   out and senders wait for space. Then sources are stopped, or freed by
+   two threads at once, while threads still send and flush. Every accepted
+   point must reach the sink once, in order, the counters must add up, and
+   no call may stall. */
+
+enum {
+    STRESS_THREADS = 4,
+    STRESS_OWN = 6000,
+    STRESS_SHARED = 1500,
+    STRESS_BUFFER = 256,
+    STRESS_ROUNDS = 8,
+    STRESS_STAGED = 16
+};
+
+/* Every call gets a timeout far beyond any wait the flushing thread lets
+   happen, so that a stall shows as a slow call rather than a timeout. */
+#define STRESS_TIMEOUT 30.0
+#define STRESS_SLOW 10.0
+
+static const int64_t stress_chunk_sizes[] = {1, 7, STRESS_BUFFER, 0};
+
+struct stress_sender {
+    mq_source *src;
+    int id;
+    char own[64];
+    const char *shared; /* NULL: own metric only */
+    long own_target;    /* points to send to own; 0: until a call fails */
+    atomic_long own_ok; /* own points accepted: T0 .. T0+own_ok-1 */
+    struct shared_point accepted[STRESS_SHARED + 3];
+    int shared_ok;
+    long points_ok; /* points accepted, counted per MQ_OK */
+    int order_errors, last_rc;
+    double slowest;
+};
+
+static atomic_llong stress_clock; /* next timestamp offset of the shared metric */
+static atomic_int stress_senders; /* senders still sending */
+
+/* rc = call, keeping the slowest call's duration. */
+#define STRESS_TIMED(w, rc, call)                                                   \
+    do {                                                                            \
+        double start_ = now_s();                                                    \
+        (rc) = (call);                                                              \
+        double took_ = now_s() - start_;                                            \
+        if (took_ > (w)->slowest) (w)->slowest = took_;                             \
+    } while (0)
+
+/* One point of the shared metric (or three in a batch), with a timestamp
+   from the common clock. A thread that draws a timestamp and is overtaken
+   before its send gets MQ_ERR_ORDER, and draws again: the threads do not
+   take turns. */
+static int stress_send_shared(struct stress_sender *w, int batch) {
+    int n = batch ? 3 : 1;
+    for (;;) {
+        int64_t t = T0 + atomic_fetch_add(&stress_clock, n);
+        int64_t times[3];
+        double values[3];
+        for (int i = 0; i < n; i++) {
+            times[i] = t + i;
+            values[i] = w->id * 1e6 + w->shared_ok + i;
+        }
+        if ((w->shared_ok + w->order_errors) % 5 == 0) sched_yield(); /* let another thread overtake */
+        int rc;
+        if (n == 1) {
+            STRESS_TIMED(w, rc, mq_source_send(w->src, w->shared, t, values[0], STRESS_TIMEOUT));
+        } else {
+            STRESS_TIMED(w, rc, mq_source_send_batch(w->src, w->shared, times, values, 3, STRESS_TIMEOUT));
+        }
+        if (rc == MQ_OK) {
+            for (int i = 0; i < n; i++) {
+                w->accepted[w->shared_ok].t = times[i];
+                w->accepted[w->shared_ok].v = values[i];
+                w->shared_ok++;
+            }
+            w->points_ok += n;
+            return MQ_OK;
+        }
+        if (rc != MQ_ERR_ORDER) return rc;
+        w->order_errors++;
+    }
+}
+
+static void *stress_sender_main(void *arg) {
+    struct stress_sender *w = arg;
+    int64_t times[40];
+    double values[40];
+    long k = 0;
+    int rc = MQ_OK;
+    for (int round = 0; w->own_target == 0 || k < w->own_target; round++) {
+        /* Every 25th call a batch of 1..40 points, so that batches land
+           between staged points of the same metric. */
+        long n = round % 25 == 0 ? 1 + round / 25 % 40 : 0;
+        if (w->own_target > 0 && n > w->own_target - k) n = w->own_target - k;
+        if (n > 0) {
+            for (long i = 0; i < n; i++) {
+                times[i] = T0 + k + i;
+                values[i] = (double)(k + i);
+            }
+            STRESS_TIMED(w, rc, mq_source_send_batch(w->src, w->own, times, values, (size_t)n, STRESS_TIMEOUT));
+        } else {
+            n = 1;
+            STRESS_TIMED(w, rc, mq_source_send(w->src, w->own, T0 + k, (double)k, STRESS_TIMEOUT));
+        }
+        if (rc != MQ_OK) break;
+        k += n;
+        w->points_ok += n;
+        atomic_store(&w->own_ok, k);
+        if (w->shared != NULL && round % 3 == 0 && w->shared_ok < STRESS_SHARED) {
+            rc = stress_send_shared(w, round % 31 == 0);
+            if (rc != MQ_OK) break;
+        }
+    }
+    w->last_rc = rc;
+    if (w->own_target > 0) {
+        CHECK_MSG(rc == MQ_OK, "stress thread %d: %d after %ld points: %s", w->id, rc, k, mq_last_error());
+    }
+    atomic_fetch_sub(&stress_senders, 1);
+    return NULL;
+}
+
+struct stress_chaos {
+    mq_source *src;
+    const char *metrics[STRESS_THREADS + 1];
+    int metric_count;
+    int freeing; /* calls may fail with STOPPED or INVALID once the handle is freed */
+    atomic_int stop;
+    int calls;
+};
+
+static int stress_chaos_ok(struct stress_chaos *c, int rc, const char *what) {
+    if (rc == MQ_OK) return 1;
+    if (c->freeing && (rc == MQ_ERR_STOPPED || rc == MQ_ERR_INVALID)) return 0;
+    FAIL("stress %s: %d (%s): %s", what, rc, mq_strerror(rc), mq_last_error());
+    return 0;
+}
+
+/* Flushes, sets chunk sizes and reads the counters as fast as it can
+   while the senders send; now and then declares the metrics again (which
+   makes every stage read the core's facts again). */
+static void *stress_chaos_main(void *arg) {
+    struct stress_chaos *c = arg;
+    for (int i = 0; !atomic_load(&c->stop); i++, c->calls++) {
+        const char *metric = c->metrics[i % c->metric_count];
+        int64_t size = stress_chunk_sizes[i / c->metric_count % 4];
+        if (!stress_chaos_ok(c, mq_source_set_chunk_size(c->src, metric, size), "set_chunk_size")) break;
+        if (i % 2 == 0 && !stress_chaos_ok(c, mq_source_flush(c->src, STRESS_TIMEOUT), "flush")) break;
+        mq_stats st;
+        if (!stress_chaos_ok(c, mq_source_stats(c->src, &st, sizeof st), "stats")) break;
+        if (!c->freeing && i % 64 == 0) {
+            stress_chaos_ok(c, mq_source_declare(c->src, metric, NULL, STRESS_TIMEOUT), "declare");
+        }
+    }
+    return NULL;
+}
+
+static mq_source *stress_source(const char *token, struct stress_chaos *chaos) {
+    mq_source *src = mq_source_create(url, token);
+    CHECK(src != NULL);
+    if (src == NULL) return NULL;
+    EXPECT(MQ_OK, mq_source_set_max_buffered(src, STRESS_BUFFER));
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 7));
+    EXPECT(MQ_OK, mq_source_connect(src, 30));
+    char names[1024] = "[";
+    for (int i = 0; i < chaos->metric_count; i++) {
+        snprintf(names + strlen(names), sizeof names - strlen(names), "%s\"%s\"", i ? ", " : "", chaos->metrics[i]);
+    }
+    strcat(names, "]");
+    EXPECT(MQ_OK, mq_source_declare_many(src, names, 30));
+    chaos->src = src;
+    return src;
+}
+
+struct stress_freer {
+    mq_source *src;
+    atomic_int *go;
+    double took;
+};
+
+static void *stress_freer_main(void *arg) {
+    struct stress_freer *f = arg;
+    while (!atomic_load(f->go)) {
+    }
+    double start = now_s();
+    mq_source_free(f->src);
+    f->took = now_s() - start;
+    return NULL;
+}
+
+static void test_stage_stress(void) {
+    fprintf(stderr, "== staging under contention\n");
+    static struct stress_sender senders[STRESS_THREADS];
+    static struct stress_chaos chaos;
+    memset(&chaos, 0, sizeof chaos);
+    chaos.metrics[0] = "ctest.stress.shared";
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        memset(&senders[i], 0, sizeof senders[i]);
+        snprintf(senders[i].own, sizeof senders[i].own, "ctest.stress.own%d", i);
+        chaos.metrics[i + 1] = senders[i].own;
+    }
+    chaos.metric_count = STRESS_THREADS + 1;
+    mq_source *src = stress_source("ctest-stress", &chaos);
+    if (src == NULL) return;
+
+    atomic_store(&stress_clock, 0);
+    atomic_store(&stress_senders, STRESS_THREADS);
+    pthread_t th[STRESS_THREADS], chaos_th;
+    double start = now_s();
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        senders[i].src = src;
+        senders[i].id = i;
+        senders[i].shared = "ctest.stress.shared";
+        senders[i].own_target = STRESS_OWN;
+        pthread_create(&th[i], NULL, stress_sender_main, &senders[i]);
+    }
+    pthread_create(&chaos_th, NULL, stress_chaos_main, &chaos);
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        pthread_join(th[i], NULL);
+    }
+    atomic_store(&chaos.stop, 1);
+    pthread_join(chaos_th, NULL);
+    EXPECT(MQ_OK, mq_source_stop(src, 30));
+    double took = now_s() - start;
+
+    long points = 0;
+    int n = 0, order_errors = 0;
+    double slowest = 0;
+    static struct shared_point all[STRESS_THREADS * (STRESS_SHARED + 3)];
+    for (int i = 0; i < STRESS_THREADS; i++) {
+        struct stress_sender *w = &senders[i];
+        points += w->points_ok;
+        order_errors += w->order_errors;
+        if (w->slowest > slowest) slowest = w->slowest;
+        CHECK_MSG(atomic_load(&w->own_ok) == STRESS_OWN, "stress thread %d: %ld own points", i, atomic_load(&w->own_ok));
+        expect_seq(w->own, atomic_load(&w->own_ok), T0, 1, 0, 1);
+        expect_chunks(w->own, "max 256"); /* the buffer's size: no chunk can be larger */
+        memcpy(all + n, w->accepted, (size_t)w->shared_ok * sizeof *all);
+        n += w->shared_ok;
+    }
+    qsort(all, (size_t)n, sizeof *all, by_time);
+    for (int i = 0; i < n; i++) {
+        CHECK_MSG(i == 0 || all[i].t > all[i - 1].t, "stress shared: timestamp %" PRId64 " accepted twice", all[i].t);
+        expect_point("ctest.stress.shared", all[i].t, all[i].v);
+    }
+    expect_chunks("ctest.stress.shared", "max 256");
+
+    mq_stats st;
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    fprintf(stderr,
+            "  %d threads: %.3f s, %ld points accepted (%d shared, %d MQ_ERR_ORDER retries), %d chaos rounds, "
+            "%" PRIu64 " waits for space, slowest call %.3f s\n",
+            STRESS_THREADS, took, points, n, order_errors, chaos.calls, st.buffer_full_waits, slowest);
+    CHECK_MSG(st.points_accepted == (uint64_t)points, "stress: points_accepted %" PRIu64 ", MQ_OK for %ld",
+              st.points_accepted, points);
+    CHECK_MSG(st.points_confirmed == st.points_accepted && st.points_dropped == 0 && st.buffered_points == 0,
+              "stress after stop: accepted %" PRIu64 ", confirmed %" PRIu64 ", dropped %" PRIu64 ", buffered %" PRIu64,
+              st.points_accepted, st.points_confirmed, st.points_dropped, st.buffered_points);
+    /* No call timed out, so no send was refused for a full buffer. */
+    CHECK_MSG(st.buffer_full_timeouts == 0, "stress: buffer_full_timeouts %" PRIu64 " without a timeout",
+              st.buffer_full_timeouts);
+    CHECK_MSG(slowest < STRESS_SLOW, "stress: a call took %.3f s", slowest);
+    mq_source_free(src);
+
+    /* Stopped, or freed by two threads at once, while the senders send and
+       the other thread flushes and sets chunk sizes; a few more metrics
+       hold staged points (chunk size 7, 3 points each) when it happens.
+       Each sender's points up to its first failure (STOPPED or INVALID)
+       were accepted and must arrive, and the staged ones too; neither stop
+       nor free may wait for a sender's timeout. */
+    for (int round = 0; round < STRESS_ROUNDS; round++) {
+        int stop = round % 2 == 0;
+        memset(&chaos, 0, sizeof chaos);
+        for (int i = 0; i < STRESS_THREADS; i++) {
+            memset(&senders[i], 0, sizeof senders[i]);
+            snprintf(senders[i].own, sizeof senders[i].own, "ctest.stress.%s%d.m%d", stop ? "stop" : "free", round, i);
+            chaos.metrics[i] = senders[i].own;
+        }
+        chaos.metric_count = STRESS_THREADS;
+        char token[64], staged[STRESS_STAGED][64];
+        snprintf(token, sizeof token, "ctest-stress-%s%d", stop ? "stop" : "free", round);
+        src = stress_source(token, &chaos);
+        if (src == NULL) return;
+        char names[STRESS_STAGED * 72] = "[";
+        for (int j = 0; j < STRESS_STAGED; j++) {
+            snprintf(staged[j], sizeof staged[j], "ctest.stress.%s%d.staged%d", stop ? "stop" : "free", round, j);
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s\"%s\"", j ? ", " : "", staged[j]);
+        }
+        strcat(names, "]");
+        EXPECT(MQ_OK, mq_source_declare_many(src, names, 30));
+        chaos.freeing = 1;
+        atomic_store(&stress_senders, STRESS_THREADS);
+        for (int i = 0; i < STRESS_THREADS; i++) {
+            senders[i].src = src;
+            senders[i].id = i;
+            pthread_create(&th[i], NULL, stress_sender_main, &senders[i]);
+        }
+        pthread_create(&chaos_th, NULL, stress_chaos_main, &chaos);
+        /* Once every sender has had more points accepted than the buffer
+           holds (so it has waited for space), stage a few points... */
+        for (int i = 0; i < STRESS_THREADS; i++) {
+            while (atomic_load(&senders[i].own_ok) < 1000 && atomic_load(&stress_senders) == STRESS_THREADS) {
+                sched_yield();
+            }
+        }
+        for (int j = 0; j < STRESS_STAGED; j++) {
+            for (int i = 0; i < 3; i++) {
+                EXPECT(MQ_OK, mq_source_send(src, staged[j], T0 + i, i, STRESS_TIMEOUT));
+            }
+            expect_seq(staged[j], 3, T0, 1, 0, 1);
+            expect_chunks(staged[j], "max 3");
+        }
+        /* ... and stop, or free from two threads at once. */
+        double took[2] = {0, 0};
+        if (stop) {
+            double t = now_s();
+            EXPECT(MQ_OK, mq_source_stop(src, 30));
+            took[0] = now_s() - t;
+        } else {
+            atomic_int go = 0;
+            struct stress_freer freers[2] = {{src, &go, 0}, {src, &go, 0}};
+            pthread_t free_th[2];
+            for (int i = 0; i < 2; i++) {
+                pthread_create(&free_th[i], NULL, stress_freer_main, &freers[i]);
+            }
+            atomic_store(&go, 1);
+            for (int i = 0; i < 2; i++) {
+                pthread_join(free_th[i], NULL);
+                took[i] = freers[i].took;
+            }
+        }
+        for (int i = 0; i < STRESS_THREADS; i++) {
+            pthread_join(th[i], NULL);
+        }
+        atomic_store(&chaos.stop, 1);
+        pthread_join(chaos_th, NULL);
+        fprintf(stderr, "  %s round %d: %.3f s, %.3f s; accepted", stop ? "stop" : "free", round, took[0], took[1]);
+        points = 3 * STRESS_STAGED;
+        for (int i = 0; i < STRESS_THREADS; i++) {
+            struct stress_sender *w = &senders[i];
+            long ok = atomic_load(&w->own_ok);
+            points += w->points_ok;
+            fprintf(stderr, " %ld", ok);
+            CHECK_MSG(ok >= 1000, "round %d: thread %d failed early: %d (%s)", round, i, w->last_rc, mq_last_error());
+            CHECK_MSG(w->last_rc == MQ_ERR_STOPPED || w->last_rc == MQ_ERR_INVALID, "round %d: thread %d ended with %d",
+                      round, i, w->last_rc);
+            CHECK_MSG(w->slowest < STRESS_SLOW, "round %d: a send took %.3f s", round, w->slowest);
+            expect_seq(w->own, ok, T0, 1, 0, 1);
+            expect_chunks(w->own, "max 256");
+        }
+        fprintf(stderr, "\n");
+        CHECK_MSG(took[0] < STRESS_SLOW && took[1] < STRESS_SLOW, "round %d: stop or free took %.3f s, %.3f s", round,
+                  took[0], took[1]);
+        if (stop) {
+            EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+            CHECK_MSG(st.points_accepted == (uint64_t)points && st.points_confirmed == st.points_accepted &&
+                          st.points_dropped == 0 && st.buffered_points == 0 && st.buffer_full_timeouts == 0,
+                      "round %d after stop: MQ_OK for %ld; accepted %" PRIu64 ", confirmed %" PRIu64 ", dropped %" PRIu64
+                      ", buffered %" PRIu64 ", timeouts %" PRIu64,
+                      round, points, st.points_accepted, st.points_confirmed, st.points_dropped, st.buffered_points,
+                      st.buffer_full_timeouts);
+            mq_source_free(src);
+        }
+    }
+}
+
+/* ----------------------------------------------------------------------- */
 /* The bounded buffer.                                                       */
 
 struct blocked_send {
@@ -843,9 +1212,10 @@ static void test_buffer(void) {
     EXPECT_ERR(MQ_ERR_INVALID, "exceed the buffer", mq_source_send_batch(src, "ctest.buffer", times, values, 11, 5));
     mq_stats st;
     EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
-    CHECK_MSG(st.points_accepted == 10 && st.buffered_points == 10 && st.buffer_full_waits == 2,
-              "accepted %" PRIu64 " buffered %" PRIu64 " waits %" PRIu64, st.points_accepted, st.buffered_points,
-              st.buffer_full_waits);
+    CHECK_MSG(st.points_accepted == 10 && st.buffered_points == 10 && st.buffer_full_waits == 2 &&
+                  st.buffer_full_timeouts == 2,
+              "accepted %" PRIu64 " buffered %" PRIu64 " waits %" PRIu64 " timeouts %" PRIu64, st.points_accepted,
+              st.buffered_points, st.buffer_full_waits, st.buffer_full_timeouts);
 
     /* A send waiting for space gets it when a flush confirms: retrying the
        point that timed out creates no duplicate. */
@@ -1243,6 +1613,7 @@ int main(void) {
     test_source();
     test_threads();
     test_free_race();
+    test_stage_stress();
     test_buffer();
     test_staging();
     test_config_hook();

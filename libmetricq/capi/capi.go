@@ -170,7 +170,8 @@ func libmq_go_source_create(url, token *C.char) (h C.uintptr_t) {
 // whatever reason, the points stage.c holds for it are handed over first.
 func register(s *syncsource.Source) uintptr {
 	id := handles.Register(s)
-	s.SetBeforeStop(func() { C.libmq_stage_close(C.uintptr_t(id)) })
+	C.libmq_stage_register(C.uintptr_t(id))
+	s.SetBeforeStop(func(core uint64) { C.libmq_stage_close(C.uintptr_t(id), C.uint64_t(core)) })
 	return id
 }
 
@@ -210,6 +211,7 @@ func libmq_go_source_new(url, token *C.char, timeout C.double) (h C.uintptr_t) {
 		fail(s, err)
 		handles.Release(id)
 		s.Close(false, false)
+		C.libmq_stage_unregister(C.uintptr_t(id))
 		return 0
 	}
 	return C.uintptr_t(id)
@@ -438,6 +440,18 @@ func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t,
 	vals := unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
 	if err := s.SendBatchReserved(name, times, vals); err != nil {
 		return fail(s, err)
+	}
+	return 0
+}
+
+// libmq_go_stage_core is the number of the source's latest core (0: none
+// yet); after a successful connect, the connected one.
+//
+//export libmq_go_stage_core
+func libmq_go_stage_core(src C.uintptr_t) (core C.uint64_t) {
+	defer recoverVoid()
+	if s := lookup(src); s != nil {
+		return C.uint64_t(s.CoreNumber())
 	}
 	return 0
 }

@@ -28,9 +28,15 @@ LIBMQ_HIDDEN uintptr_t libmq_in_config(void);
 #define LIBMQ_STATS_FIELDS 18
 LIBMQ_HIDDEN void libmq_fill_stats(void *out, size_t size, const uint64_t *values);
 
-/* stage.c: the source began to stop (perhaps on its own): hand staged
-   points over while the core still takes them, and stage no more. */
-LIBMQ_HIDDEN void libmq_stage_close(uintptr_t handle);
+/* stage.c: a new source (registered before it connects, so that a stop
+   of its first core is seen). */
+LIBMQ_HIDDEN void libmq_stage_register(uintptr_t handle);
+/* stage.c: forgets a source whose handle never reached the host. */
+LIBMQ_HIDDEN void libmq_stage_unregister(uintptr_t handle);
+/* stage.c: the source's core number `core` began to stop (perhaps on its
+   own): hand staged points over while it still takes them, and stage no
+   more for it. */
+LIBMQ_HIDDEN void libmq_stage_close(uintptr_t handle, uint64_t core);
 
 /* What the staging layer (stage.c) needs to know of a declared metric. */
 typedef struct libmq_metric_state {

@@ -44,21 +44,21 @@ const char *mq_version(void) {
 
 mq_source *mq_source_create(const char *url, const char *token) {
     GUARD_NULL
-    uintptr_t handle = libmq_go_source_create((char *)url, (char *)token);
-    if (handle != 0) libmq_stage_register(handle);
-    return (mq_source *)handle;
+    return (mq_source *)libmq_go_source_create((char *)url, (char *)token);
 }
 
 mq_source *mq_source_new(const char *url, const char *token, double timeout) {
     GUARD_NULL
     uintptr_t handle = libmq_go_source_new((char *)url, (char *)token, timeout);
-    if (handle != 0) libmq_stage_register(handle);
+    if (handle != 0) libmq_stage_open(handle, libmq_go_stage_core(handle));
     return (mq_source *)handle;
 }
 
 int mq_source_connect(mq_source *src, double timeout) {
     GUARD_INT;
-    return libmq_go_source_connect(H(src), timeout);
+    int status = libmq_go_source_connect(H(src), timeout);
+    if (status == MQ_OK) libmq_stage_open(H(src), libmq_go_stage_core(H(src)));
+    return status;
 }
 
 int mq_source_set_max_buffered(mq_source *src, int64_t points) {

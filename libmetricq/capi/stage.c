@@ -84,7 +84,16 @@ typedef struct source_stage {
        and a new stage (generation 0, no memory yet) would then pass for
        current and store into a NULL array. */
     uint64_t generation;
-    int closed;          /* a stop began: stage nothing more */
+    /* The stage is open (takes points) while the source's current core
+       is connected and has not begun to stop: core is the sequence
+       number of the core whose connect succeeded last (0: none yet),
+       closed_core the highest one that began to stop, and closed is set
+       by mq_source_free. Points are thus only staged for a connected
+       core, and a core that stops late (its connect was abandoned)
+       cannot close the stage of its successor. */
+    uint64_t core;
+    uint64_t closed_core;
+    int closed;
     int freeing;         /* mq_source_free owns the teardown */
     uint64_t dropped;    /* staged points a stop could not hand over */
     size_t metric_count, bucket_count;
@@ -264,6 +273,10 @@ static metric_stage **all_metrics(source_stage *s, size_t *count) {
     return all;
 }
 
+static int is_open(source_stage *s) {
+    return !LOAD(&s->closed) && LOAD(&s->core) > LOAD(&s->closed_core);
+}
+
 /* Under m->mu: how many points to stage before handing over. */
 static void retarget(metric_stage *m) {
     int64_t target = STAGE_MAX;
@@ -358,7 +371,7 @@ static int add_metric(uintptr_t handle, const char *name, size_t len, uint64_t h
     m->target = 1;
     write_lock();
     source_stage *s = *source_slot(handle);
-    int added = s != NULL && !LOAD(&s->closed) && find_metric(s, name, len, hash) == NULL;
+    int added = s != NULL && is_open(s) && find_metric(s, name, len, hash) == NULL;
     if (added) insert_metric(s, m);
     write_unlock();
     if (!added) {
@@ -458,7 +471,7 @@ static int send_through(uintptr_t handle, metric_stage *m, int64_t time_ns, doub
 static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64_t time_ns, double value,
                        double timeout) {
     for (;;) {
-        if (LOAD(&s->closed)) return close_stage(handle, m);
+        if (!is_open(s)) return close_stage(handle, m);
         if (m->generation != LOAD(&s->generation)) {
             int status = refresh(handle, s, m);
             if (status != MQ_OK) return status;
@@ -519,7 +532,7 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
                                           timeout);
     }
     int status;
-    if (LOAD(&s->closed)) {
+    if (!is_open(s)) {
         status = close_stage(handle, m);
     } else {
         int64_t got = libmq_go_stage_reserve(handle, m->name, (int64_t)count, timeout, 0);
@@ -571,11 +584,31 @@ static int drain(source_stage *s, int stop) {
     return result;
 }
 
-void libmq_stage_close(uintptr_t handle) {
+/* Raises *p to v if it is lower. */
+static void store_max(uint64_t *p, uint64_t v) {
+    uint64_t old = LOAD(p);
+    while (old < v && !__atomic_compare_exchange_n(p, &old, v, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+    }
+}
+
+void libmq_stage_close(uintptr_t handle, uint64_t core) {
     source_stage *s = acquire_source(handle);
     if (s == NULL) return;
-    STORE(&s->closed, 1);
-    drain(s, 1);
+    store_max(&s->closed_core, core);
+    /* Only the current core's stop has staged points to take: an older
+       core stopping late has none (its stage closed before the newer
+       connect opened it again). */
+    if (core >= LOAD(&s->core)) drain(s, 1);
+    release_source(s);
+}
+
+void libmq_stage_open(uintptr_t handle, uint64_t core) {
+    source_stage *s = acquire_source(handle);
+    if (s == NULL) return;
+    /* The facts (last timestamps, chunk sizes) are the new core's: read
+       them again. */
+    __atomic_add_fetch(&s->generation, 1, __ATOMIC_ACQ_REL);
+    store_max(&s->core, core);
     release_source(s);
 }
 
@@ -597,26 +630,11 @@ int libmq_stage_flush(uintptr_t handle, double timeout) {
     return status;
 }
 
-void libmq_stage_free(uintptr_t handle) {
-    source_stage *s = acquire_source(handle);
-    if (s == NULL) {
-        libmq_go_source_free(handle);
-        return;
-    }
-    if (__atomic_exchange_n(&s->freeing, 1, __ATOMIC_ACQ_REL)) {
-        /* Another thread frees it, and releases the handle in Go once it
-           has handed the staged points over. Releasing it here could come
-           first: those handovers would then find no handle, and points
-           already accepted would be dropped. */
-        release_source(s);
-        return;
-    }
-    STORE(&s->closed, 1);
-    drain(s, 1);
-    libmq_go_source_free(handle);
-
+/* Unlinks s and frees it once nobody uses it; the caller holds a
+   reference, which this gives up. */
+static void destroy(source_stage *s) {
     write_lock();
-    source_stage **slot = source_slot(handle);
+    source_stage **slot = source_slot(s->handle);
     if (*slot == s) *slot = s->next;
     write_unlock();
     release_source(s);
@@ -640,6 +658,36 @@ void libmq_stage_free(uintptr_t handle) {
     pthread_mutex_destroy(&s->ref_mu);
     pthread_cond_destroy(&s->ref_cond);
     free(s);
+}
+
+void libmq_stage_free(uintptr_t handle) {
+    source_stage *s = acquire_source(handle);
+    if (s == NULL) {
+        libmq_go_source_free(handle);
+        return;
+    }
+    if (__atomic_exchange_n(&s->freeing, 1, __ATOMIC_ACQ_REL)) {
+        /* Another thread frees it, and releases the handle in Go once it
+           has handed the staged points over. Releasing it here could come
+           first: those handovers would then find no handle, and points
+           already accepted would be dropped. */
+        release_source(s);
+        return;
+    }
+    STORE(&s->closed, 1);
+    drain(s, 1);
+    libmq_go_source_free(handle);
+    destroy(s);
+}
+
+void libmq_stage_unregister(uintptr_t handle) {
+    source_stage *s = acquire_source(handle);
+    if (s != NULL && !__atomic_exchange_n(&s->freeing, 1, __ATOMIC_ACQ_REL)) {
+        STORE(&s->closed, 1);
+        destroy(s);
+    } else if (s != NULL) {
+        release_source(s);
+    }
 }
 
 int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chunk_size) {

@@ -9,8 +9,8 @@
 
 #include "capi_internal.h"
 
-/* A new source: its metrics may be staged from now on. */
-LIBMQ_HIDDEN void libmq_stage_register(uintptr_t handle);
+/* A connect succeeded: stage points for core (libmq_go_stage_core). */
+LIBMQ_HIDDEN void libmq_stage_open(uintptr_t handle, uint64_t core);
 /* The core's facts of the source's metrics may have changed (a
    declaration): every stage reads them again before its next point. */
 LIBMQ_HIDDEN void libmq_stage_touch(uintptr_t handle);

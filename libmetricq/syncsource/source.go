@@ -90,7 +90,8 @@ type Source struct {
 	stopCancel context.CancelFunc
 
 	configHook atomic.Pointer[ConfigHook]
-	beforeStop atomic.Pointer[func()]
+	beforeStop atomic.Pointer[func(core uint64)]
+	cores      atomic.Uint64 // cores created: a connect attempt creates one
 
 	updateFn atomic.Pointer[UpdateHook]
 	// inUpdate lets RunInterval return only after the update function has:
@@ -289,6 +290,7 @@ func (s *Source) stoppedErr() error {
 
 // newCore builds the core source with the settings made so far; s.mu held.
 func (s *Source) newCore() (*libmetricq.IntervalSource, error) {
+	number := s.cores.Add(1)
 	core, err := libmetricq.NewIntervalSource(s.url, s.token, s.update,
 		libmetricq.WithLogger(s.log),
 		libmetricq.WithConfigHandler(s.onConfig),
@@ -296,7 +298,7 @@ func (s *Source) newCore() (*libmetricq.IntervalSource, error) {
 		libmetricq.WithChunkSize(s.chunkSize),
 		libmetricq.WithBeforeStop(func() {
 			if fn := s.beforeStop.Load(); fn != nil {
-				(*fn)()
+				(*fn)(number)
 			}
 		}),
 	)
@@ -573,9 +575,16 @@ func (s *Source) SendBatch(metric string, times []libmetricq.Timestamp, values [
 	})
 }
 
-// SetBeforeStop sets what runs when the core begins to stop, before it
-// stops taking points (see libmetricq.WithBeforeStop).
-func (s *Source) SetBeforeStop(fn func()) { s.beforeStop.Store(&fn) }
+// SetBeforeStop sets what runs when a core begins to stop, before it stops
+// taking points (see libmetricq.WithBeforeStop), with the core's number
+// (see CoreNumber): a core whose connect was abandoned may stop after a
+// later connect succeeded.
+func (s *Source) SetBeforeStop(fn func(core uint64)) { s.beforeStop.Store(&fn) }
+
+// CoreNumber numbers the latest core, counting from 1 (0: none yet). Every
+// connect attempt makes a new core, so after a successful connect it is
+// the connected one.
+func (s *Source) CoreNumber() uint64 { return s.cores.Load() }
 
 // MetricState is the core's state of a declared metric (see
 // libmetricq.Source.MetricState).

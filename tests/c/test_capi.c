@@ -383,6 +383,27 @@ static void test_staging(void) {
     expect_chunks("ctest.stage.b", "exact 9");
     mq_source_free(src);
 
+    /* After a connect that timed out, the connected core is staged for
+       (space reserved ahead shows in buffered_points) and its stop
+       publishes what was staged; the abandoned attempt's core, stopping
+       whenever it does, changes nothing. */
+    src = mq_source_create(url, "ctest-stage-retry");
+    CHECK(src != NULL);
+    if (src == NULL) return;
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 1000));
+    int rc = mq_source_connect(src, 0.001);
+    CHECK_MSG(rc == MQ_ERR_TIMEOUT || rc == MQ_ERR_CONNECT, "connect within 1 ms: %d", rc);
+    EXPECT(MQ_OK, mq_source_connect(src, 30));
+    EXPECT(MQ_OK, mq_source_declare(src, "ctest.stage.retry", NULL, 10));
+    send_ok(src, "ctest.stage.retry", T0, 1);
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    CHECK_MSG(st.points_accepted == 1 && st.buffered_points > 1, "after a retried connect: accepted %" PRIu64
+              ", buffered %" PRIu64 " (not staging?)", st.points_accepted, st.buffered_points);
+    send_ok(src, "ctest.stage.retry", T0 + 1, 2);
+    EXPECT(MQ_OK, mq_source_stop(src, 10));
+    expect_chunks("ctest.stage.retry", "exact 2");
+    mq_source_free(src);
+
     /* So does freeing without a stop. */
     src = mq_source_new(url, "ctest-stage-free", 30);
     CHECK(src != NULL);

@@ -9,8 +9,9 @@
 
    What a staged point is: accepted. MQ_OK was returned, so it must reach
    the broker without the caller doing more: mq_source_flush,
-   mq_source_stop, mq_source_free and mq_source_set_chunk_size hand staged
-   points over before doing their work, and a stage never holds more than
+   mq_source_free and mq_source_set_chunk_size hand staged points over
+   before doing their work, and the core's stop (mq_source_stop, or the
+   source stopping on its own) calls back before it stops taking points; and a stage never holds more than
    the metric's chunk still lacks, so a chunk is sealed at the point that
    fills it, as without staging. At most STAGE_MAX points per metric wait
    here, and each has its space in the core's bounded buffer reserved
@@ -19,17 +20,17 @@
    without staging.
 
    The stage is only an accelerator: whenever it cannot take a point (no
-   stage for the handle or the metric, chunk size 1, a stopped source, bad
-   arguments) the point goes straight to Go, which also produces every
-   error text. Once a metric has a stage, every point of it passes through
+   stage for the handle or the metric, a source not connected or stopping,
+   bad arguments) the point goes straight to Go. Every error text comes
+   from Go, the order rule's too (libmq_go_stage_order_error). Once a metric has a stage, every point of it passes through
    the stage's mutex, so the stage and the core agree on the metric's last
    timestamp and its points stay in order.
 
    Locking: the registry lock (read_lock/write_lock) guards the tables of
    sources and metrics; a metric's mutex guards its stage. A sender locks
    the metric's mutex while it still holds the registry lock for reading,
-   and only then lets it go: mq_source_free, having unlinked the source under the
-   write lock, locks every metric's mutex once more before freeing, and so
+   and only then lets it go: mq_source_free, having unlinked the source
+   under the write lock, locks every metric's mutex once more before freeing, and so
    waits for every sender that found the source. Long operations (drain,
    stats) hold a reference instead, which mq_source_free also waits for.
    Nothing that may wait for buffer space runs under a metric's mutex

@@ -86,13 +86,8 @@ func (b *pointBudget) tryAcquire(n int64) bool {
 	}
 }
 
-// tryAcquireUpTo takes as much of n as is free, without waiting; only 1
-// while somebody waits for space, so that space reserved ahead of use
-// (see Source.TryReserve) is not taken from under a waiting sender.
+// tryAcquireUpTo takes as much of n as is free, without waiting.
 func (b *pointBudget) tryAcquireUpTo(n int64) int64 {
-	if b.waiters.Load() > 0 {
-		n = min(n, 1)
-	}
 	for {
 		used := b.used.Load()
 		take := min(n, b.limit-used)

@@ -38,31 +38,6 @@ func TestPointBudgetWaitsForSpace(t *testing.T) {
 	}
 }
 
-func TestPointBudgetReservesLittleWhileSomebodyWaits(t *testing.T) {
-	var stats counters
-	b := newPointBudget(10)
-	if got := b.tryAcquireUpTo(6); got != 6 {
-		t.Fatalf("tryAcquireUpTo(6) of 10 free = %d", got)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	got := make(chan error, 1)
-	go func() { got <- b.acquire(ctx, 5, &stats) }() // 4 free: waits
-	for b.waiters.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
-	if n := b.tryAcquireUpTo(3); n != 1 {
-		t.Fatalf("tryAcquireUpTo(3) while a sender waits = %d, want 1", n)
-	}
-	b.release(2) // 5 free now
-	if err := <-got; err != nil {
-		t.Fatal(err)
-	}
-	if n := b.tryAcquireUpTo(3); n != 0 || b.used.Load() != 10 {
-		t.Fatalf("after the waiter: took %d, used %d", n, b.used.Load())
-	}
-}
-
 func TestChunkSizeValidation(t *testing.T) {
 	s, err := NewSource("amqp://127.0.0.1/", "source-test")
 	if err != nil {

@@ -239,7 +239,7 @@ int mq_source_stats(mq_source *src, mq_stats *stats, size_t size);
    the order rule sees it, and flush, stop, free, a smaller chunk size and
    a source stopping on its own all hand staged points over first. Buffer
    space is reserved before a point is staged, up to 128 points at a time
-   per metric: buffered_points counts that reserved space too, so the bound
+   per metric (at most 1/64 of the bound): buffered_points counts that reserved space too, so the bound
    holds exactly, and a flush gives back what no point uses.
    Chunk size 1 stages nothing beyond the point being sent. */
 

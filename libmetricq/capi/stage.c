@@ -54,8 +54,11 @@ enum { STAGE_MAX = 512 };
 
 /* Buffer space is reserved this many points at a time: one crossing into
    Go per RESERVE_STEP points, and at most this much reserved but unused
-   per metric. */
-enum { RESERVE_STEP = 128 };
+   per metric. With a small buffer bound, at most 1/RESERVE_SHARE of it
+   per metric, so that space reserved ahead of use by idle metrics leaves
+   room for the others (a waiting sender also takes back what idle stages
+   hold when it starts waiting: reclaim). */
+enum { RESERVE_STEP = 128, RESERVE_SHARE = 64 };
 
 typedef struct metric_stage {
     struct metric_stage *next; /* in the source's bucket */
@@ -483,7 +486,9 @@ static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64
         if (m->target == 0) return send_through(handle, m, time_ns, value, timeout);
         if (m->reserved > (int64_t)m->n) break;
         int64_t want = (int64_t)m->target - (int64_t)m->n;
-        want = want < 1 ? 1 : want > RESERVE_STEP ? RESERVE_STEP : want;
+        int64_t step = m->max_buffered / RESERVE_SHARE < RESERVE_STEP ? m->max_buffered / RESERVE_SHARE : RESERVE_STEP;
+        want = want > step ? step : want;
+        want = want < 1 ? 1 : want;
         int64_t got = libmq_go_stage_reserve(handle, m->name, want, timeout, 0);
         if (got < 0) return (int)got;
         if (got > 0) {

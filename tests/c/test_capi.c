@@ -360,27 +360,33 @@ static void test_staging(void) {
     mq_source_free(src);
 
     /* Space reserved for staging but not used by any point goes to
-       whoever needs it: with a bound of 10, "a" stages one point (and
-       reserves more), yet "b" gets space at once. */
+       whoever needs it: with a bound of 640, "a" stages one point (and
+       reserves 10, 1/64 of the bound), "b" fills the rest, yet "b" then
+       gets the 9 points "a" does not use, and no more. */
     src = mq_source_create(url, "ctest-stage-reclaim");
     CHECK(src != NULL);
     if (src == NULL) return;
-    EXPECT(MQ_OK, mq_source_set_max_buffered(src, 10));
-    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 10));
+    EXPECT(MQ_OK, mq_source_set_max_buffered(src, 640));
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 0));
     EXPECT(MQ_OK, mq_source_connect(src, 30));
     EXPECT(MQ_OK, mq_source_declare_many(src, "[\"ctest.stage.a\", \"ctest.stage.b\"]", 10));
     send_ok(src, "ctest.stage.a", T0, 1);
     EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
     CHECK_MSG(st.buffered_points == 10, "space reserved by the stage: %" PRIu64 ", want 10", st.buffered_points);
-    for (int i = 0; i < 9; i++) {
+    for (int i = 0; i < 630; i++) {
+        times[i] = T0 + i;
+        values[i] = i;
+    }
+    EXPECT(MQ_OK, mq_source_send_batch(src, "ctest.stage.b", times, values, 630, 5));
+    for (int i = 630; i < 639; i++) {
         int rc = mq_source_send(src, "ctest.stage.b", T0 + i, i, 0.2);
         CHECK_MSG(rc == MQ_OK, "send %d to b: %d (%s)", i, rc, mq_last_error());
-        if (rc == MQ_OK) expect_point("ctest.stage.b", T0 + i, i);
     }
-    EXPECT_ERR(MQ_ERR_TIMEOUT, "buffer full", mq_source_send(src, "ctest.stage.b", T0 + 9, 9, 0.05));
+    expect_seq("ctest.stage.b", 639, T0, 1, 0, 1);
+    EXPECT_ERR(MQ_ERR_TIMEOUT, "buffer full", mq_source_send(src, "ctest.stage.b", T0 + 639, 639, 0.05));
     EXPECT(MQ_OK, mq_source_stop(src, 10));
     expect_chunks("ctest.stage.a", "exact 1");
-    expect_chunks("ctest.stage.b", "exact 9");
+    expect_chunks("ctest.stage.b", "exact 639");
     mq_source_free(src);
 
     /* After a connect that timed out, the connected core is staged for

@@ -261,21 +261,14 @@ static void release_source(source_stage *s) {
     pthread_mutex_unlock(&s->ref_mu);
 }
 
-/* The source's metrics at this moment (metrics are only removed when the
-   source is freed, which waits for the caller's reference). */
-static metric_stage **all_metrics(source_stage *s, size_t *count) {
-    read_lock();
-    metric_stage **all = malloc((s->metric_count + 1) * sizeof *all);
-    size_t n = 0;
-    if (all != NULL) {
-        for (size_t i = 0; i < s->bucket_count; i++) {
-            for (metric_stage *m = s->buckets[i]; m != NULL; m = m->next) all[n++] = m;
-        }
-    }
-    read_unlock();
-    *count = n;
-    return all;
-}
+/* Visits the source's metrics, under the registry's read lock, which
+   keeps the tables as they are without copying them. fn may lock a
+   metric's mutex: no holder of one waits for anything but the Go calls
+   that never wait (handing reserved points over, reading the core's
+   facts), so neither do writers of the registry for long. */
+#define EACH_METRIC(s, m)                                                                                  \
+    for (size_t each_i_ = 0; each_i_ < (s)->bucket_count; each_i_++)                                   \
+        for (metric_stage *m = (s)->buckets[each_i_]; m != NULL; m = m->next)
 
 static int is_open(source_stage *s) {
     return !LOAD(&s->closed) && LOAD(&s->core) > LOAD(&s->closed_core);
@@ -411,15 +404,14 @@ static metric_stage *lock_metric(uintptr_t handle, const char *name, source_stag
    really use. Skips stages busy right now: their space is about to be
    used. The caller holds a reference and no stage's mutex. */
 static void reclaim(source_stage *s) {
-    size_t count;
-    metric_stage **all = all_metrics(s, &count);
-    for (size_t i = 0; all != NULL && i < count; i++) {
-        if (pthread_mutex_trylock(&all[i]->mu) == 0) {
-            unreserve(s->handle, all[i]);
-            pthread_mutex_unlock(&all[i]->mu);
+    read_lock();
+    EACH_METRIC(s, m) {
+        if (pthread_mutex_trylock(&m->mu) == 0) {
+            unreserve(s->handle, m);
+            pthread_mutex_unlock(&m->mu);
         }
     }
-    free(all);
+    read_unlock();
 }
 
 /* Under m->mu, which it drops while it waits: the buffer is full, so
@@ -568,12 +560,9 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
    space. With stop set, what cannot be handed over is dropped (and
    counted). Returns the first failure. */
 static int drain(source_stage *s, int stop) {
-    size_t count;
-    metric_stage **all = all_metrics(s, &count);
-    if (all == NULL) return MQ_OK; /* nothing staged can be found without memory either */
     int result = MQ_OK;
-    for (size_t i = 0; i < count; i++) {
-        metric_stage *m = all[i];
+    read_lock();
+    EACH_METRIC(s, m) {
         pthread_mutex_lock(&m->mu);
         int status = handover(s->handle, m);
         if (status != MQ_OK) {
@@ -586,7 +575,7 @@ static int drain(source_stage *s, int stop) {
         unreserve(s->handle, m);
         pthread_mutex_unlock(&m->mu);
     }
-    free(all);
+    read_unlock();
     return result;
 }
 
@@ -721,10 +710,9 @@ void libmq_stage_stats(uintptr_t handle, uint64_t *staged, uint64_t *dropped) {
     *dropped = 0;
     source_stage *s = acquire_source(handle);
     if (s == NULL) return;
-    size_t count;
-    metric_stage **all = all_metrics(s, &count);
-    for (size_t i = 0; all != NULL && i < count; i++) *staged += LOAD(&all[i]->n);
-    free(all);
+    read_lock();
+    EACH_METRIC(s, m) *staged += LOAD(&m->n);
+    read_unlock();
     *dropped = LOAD(&s->dropped);
     release_source(s);
 }

@@ -719,7 +719,7 @@ func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp
 	if err := s.budget.acquire(ctx, len(times), &s.stats); err != nil {
 		return s.budgetErr(metric, err)
 	}
-	if err := s.appendBatch(m, times, values); err != nil {
+	if err := s.appendBatch(m, times, values, true); err != nil {
 		s.budget.release(len(times))
 		return err
 	}
@@ -757,13 +757,16 @@ func (s *Source) Unreserve(n int) {
 
 // SendBatchReserved is SendBatch for points whose space the caller has
 // reserved: it never waits. On success the points use len(times) of the
-// reservation; on failure the reservation is untouched.
+// reservation; on failure the reservation is untouched. The points are not
+// counted in Stats.PointsAccepted: the layer in front accepted them,
+// perhaps long before, and counts them itself (were both to count, the
+// sum could only be read consistently under both layers' locks).
 func (s *Source) SendBatchReserved(metric string, times []Timestamp, values []float64) error {
 	m, err := s.batchable(metric, times, values)
 	if err != nil || m == nil {
 		return err
 	}
-	return s.appendBatch(m, times, values)
+	return s.appendBatch(m, times, values, false)
 }
 
 // batchable checks a batch that does not depend on the metric's state; a
@@ -785,8 +788,8 @@ func (s *Source) batchable(metric string, times []Timestamp, values []float64) (
 }
 
 // appendBatch adds a checked batch whose buffer space is taken, sealing
-// chunks as they fill.
-func (s *Source) appendBatch(m *sourceMetric, times []Timestamp, values []float64) error {
+// chunks as they fill; counted says whether it counts as accepted here.
+func (s *Source) appendBatch(m *sourceMetric, times []Timestamp, values []float64, counted bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := s.admit(m, int64(times[0])); err != nil {
@@ -811,7 +814,9 @@ func (s *Source) appendBatch(m *sourceMetric, times []Timestamp, values []float6
 		}
 	}
 	m.last, m.hasLast = int64(last), true
-	m.accepted += uint64(count)
+	if counted {
+		m.accepted += uint64(count)
+	}
 	return nil
 }
 

@@ -135,12 +135,13 @@ int mq_source_stats(mq_source *src, mq_stats *stats, size_t size) {
     GUARD_INT;
     int status = libmq_go_source_stats(H(src), stats, size);
     if (status == MQ_OK) {
-        /* Staged points are accepted; those a stop could not hand over
-           are dropped. */
-        uint64_t staged, dropped;
-        libmq_stage_stats(H(src), &staged, &dropped);
+        /* What the stages accepted, the core did not count; staged
+           points a stop could not hand over are dropped. Read after the
+           core's counters: every term only grows, so the sums do too. */
+        uint64_t accepted, dropped;
+        libmq_stage_stats(H(src), &accepted, &dropped);
         if (size >= offsetof(mq_stats, points_accepted) + sizeof stats->points_accepted) {
-            stats->points_accepted += staged + dropped;
+            stats->points_accepted += accepted;
         }
         if (size >= offsetof(mq_stats, points_dropped) + sizeof stats->points_dropped) {
             stats->points_dropped += dropped;

@@ -72,6 +72,8 @@ typedef struct metric_stage {
     int has_last;
     size_t target; /* hand over when this many are staged; 0: no memory to stage */
     size_t n;      /* staged; written under mu, read without it by stats */
+    uint64_t accepted; /* points this stage accepted (staged, or batches it handed over): the core
+                          does not count what it gets from a stage, so that the sum stays monotonic */
     int64_t reserved; /* buffer space held for staged and coming points (>= n) */
     size_t room;   /* allocated length of times and values */
     int64_t *times;
@@ -498,9 +500,12 @@ static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64
         int status = handover(handle, m); /* records last */
         if (status != MQ_OK) { /* this point is refused; the earlier ones stay staged */
             STORE(&m->n, m->n - 1);
+            return status;
         }
-        return status;
+        __atomic_add_fetch(&m->accepted, 1, __ATOMIC_RELAXED);
+        return MQ_OK;
     }
+    __atomic_add_fetch(&m->accepted, 1, __ATOMIC_RELAXED);
     m->last = time_ns;
     m->has_last = 1;
     return MQ_OK;
@@ -546,6 +551,7 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
     }
     if (status == MQ_OK) {
         accepted_by_core(m, (int64_t)count, time_ns[count - 1]);
+        __atomic_add_fetch(&m->accepted, count, __ATOMIC_RELAXED);
         retarget(m);
     }
     pthread_mutex_unlock(&m->mu);
@@ -705,13 +711,13 @@ int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chu
     return status;
 }
 
-void libmq_stage_stats(uintptr_t handle, uint64_t *staged, uint64_t *dropped) {
-    *staged = 0;
+void libmq_stage_stats(uintptr_t handle, uint64_t *accepted, uint64_t *dropped) {
+    *accepted = 0;
     *dropped = 0;
     source_stage *s = acquire_source(handle);
     if (s == NULL) return;
     read_lock();
-    EACH_METRIC(s, m) *staged += LOAD(&m->n);
+    EACH_METRIC(s, m) *accepted += LOAD(&m->accepted);
     read_unlock();
     *dropped = LOAD(&s->dropped);
     release_source(s);

@@ -23,7 +23,8 @@ LIBMQ_HIDDEN int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric
 LIBMQ_HIDDEN int libmq_stage_flush(uintptr_t handle, double timeout);
 LIBMQ_HIDDEN void libmq_stage_free(uintptr_t handle);
 
-/* Points staged now, and points stops could not hand over. */
-LIBMQ_HIDDEN void libmq_stage_stats(uintptr_t handle, uint64_t *staged, uint64_t *dropped);
+/* Points the stages accepted (the core does not count those), and points
+   stops could not hand over. Both only grow. */
+LIBMQ_HIDDEN void libmq_stage_stats(uintptr_t handle, uint64_t *accepted, uint64_t *dropped);
 
 #endif

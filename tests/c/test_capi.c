@@ -961,6 +961,7 @@ static int stress_chaos_ok(struct stress_chaos *c, int rc, const char *what) {
    makes every stage read the core's facts again). */
 static void *stress_chaos_main(void *arg) {
     struct stress_chaos *c = arg;
+    uint64_t accepted = 0, confirmed = 0; /* counters only grow */
     for (int i = 0; !atomic_load(&c->stop); i++, c->calls++) {
         const char *metric = c->metrics[i % c->metric_count];
         int64_t size = stress_chunk_sizes[i / c->metric_count % 4];
@@ -968,6 +969,11 @@ static void *stress_chaos_main(void *arg) {
         if (i % 2 == 0 && !stress_chaos_ok(c, mq_source_flush(c->src, STRESS_TIMEOUT), "flush")) break;
         mq_stats st;
         if (!stress_chaos_ok(c, mq_source_stats(c->src, &st, sizeof st), "stats")) break;
+        CHECK_MSG(st.points_accepted >= accepted && st.points_confirmed >= confirmed,
+                  "counters went down: accepted %" PRIu64 " -> %" PRIu64 ", confirmed %" PRIu64 " -> %" PRIu64,
+                  accepted, st.points_accepted, confirmed, st.points_confirmed);
+        accepted = st.points_accepted;
+        confirmed = st.points_confirmed;
         if (!c->freeing && i % 64 == 0) {
             stress_chaos_ok(c, mq_source_declare(c->src, metric, NULL, STRESS_TIMEOUT), "declare");
         }

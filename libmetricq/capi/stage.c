@@ -72,8 +72,11 @@ typedef struct metric_stage {
     int has_last;
     size_t target; /* hand over when this many are staged; 0: no memory to stage */
     size_t n;      /* staged; written under mu, read without it by stats */
-    uint64_t accepted; /* points this stage accepted (staged, or batches it handed over): the core
-                          does not count what it gets from a stage, so that the sum stays monotonic */
+    /* Points this stage accepted (staged, or batches it handed over): the
+       core does not count what it gets from a stage, so that the sum stays
+       monotonic. Written under mu (a plain store, no locked add), read
+       without it by stats. */
+    uint64_t accepted;
     int64_t reserved; /* buffer space held for staged and coming points (>= n) */
     size_t room;   /* allocated length of times and values */
     int64_t *times;
@@ -502,10 +505,10 @@ static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64
             STORE(&m->n, m->n - 1);
             return status;
         }
-        __atomic_add_fetch(&m->accepted, 1, __ATOMIC_RELAXED);
+        STORE(&m->accepted, m->accepted + 1);
         return MQ_OK;
     }
-    __atomic_add_fetch(&m->accepted, 1, __ATOMIC_RELAXED);
+    STORE(&m->accepted, m->accepted + 1);
     m->last = time_ns;
     m->has_last = 1;
     return MQ_OK;
@@ -551,7 +554,7 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
     }
     if (status == MQ_OK) {
         accepted_by_core(m, (int64_t)count, time_ns[count - 1]);
-        __atomic_add_fetch(&m->accepted, count, __ATOMIC_RELAXED);
+        STORE(&m->accepted, m->accepted + count);
         retarget(m);
     }
     pthread_mutex_unlock(&m->mu);

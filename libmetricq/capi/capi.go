@@ -381,7 +381,7 @@ func libmq_go_stage_state(src C.uintptr_t, metric *C.char, out *C.libmq_metric_s
 //
 //export libmq_go_stage_reserve
 func libmq_go_stage_reserve(src C.uintptr_t, metric *C.char, n C.int64_t, timeout C.double, wait C.int) (result C.int64_t) {
-	status := C.int(0)
+	var status C.int // a failure, returned in place of the count
 	defer func() {
 		if status != 0 {
 			result = C.int64_t(status)
@@ -397,13 +397,16 @@ func libmq_go_stage_reserve(src C.uintptr_t, metric *C.char, n C.int64_t, timeou
 		return C.int64_t(s.TryReserve(int(n)))
 	}
 	d, err := syncsource.Timeout(float64(timeout))
-	if err == nil {
-		name, nameErr := borrowName(metric)
-		if err = nameErr; err == nil {
-			err = s.Reserve(name, int(n), d)
-		}
-	}
 	if err != nil {
+		status = fail(s, err)
+		return 0
+	}
+	name, err := borrowName(metric)
+	if err != nil {
+		status = fail(s, err)
+		return 0
+	}
+	if err := s.Reserve(name, int(n), d); err != nil {
 		status = fail(s, err)
 		return 0
 	}

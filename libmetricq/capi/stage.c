@@ -247,15 +247,20 @@ void libmq_stage_register(uintptr_t handle) {
     }
 }
 
-/* A reference keeps the source's stages alive without the registry lock. */
+/* A reference keeps the source's stages alive without the registry lock
+   (mq_source_free waits for every reference to go): what lets a sender
+   drop the stage's mutex while it waits for buffer space. */
+static void hold_source(source_stage *s) {
+    pthread_mutex_lock(&s->ref_mu);
+    s->refs++;
+    pthread_mutex_unlock(&s->ref_mu);
+}
+
+/* The source of a handle, with a reference; NULL if it has none. */
 static source_stage *acquire_source(uintptr_t handle) {
     read_lock();
     source_stage *s = *source_slot(handle);
-    if (s != NULL) {
-        pthread_mutex_lock(&s->ref_mu);
-        s->refs++;
-        pthread_mutex_unlock(&s->ref_mu);
-    }
+    if (s != NULL) hold_source(s);
     read_unlock();
     return s;
 }
@@ -329,14 +334,6 @@ static void unreserve(uintptr_t handle, metric_stage *m) {
         libmq_go_stage_unreserve(handle, m->reserved - (int64_t)m->n);
         m->reserved = (int64_t)m->n;
     }
-}
-
-/* Holding a reference (mq_source_free waits for it) lets a sender drop
-   the stage's mutex while it waits for buffer space. */
-static void hold_source(source_stage *s) {
-    pthread_mutex_lock(&s->ref_mu);
-    s->refs++;
-    pthread_mutex_unlock(&s->ref_mu);
 }
 
 /* Under m->mu: reads the core's facts again after something may have
@@ -505,12 +502,11 @@ static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64
             STORE(&m->n, m->n - 1);
             return status;
         }
-        STORE(&m->accepted, m->accepted + 1);
-        return MQ_OK;
+    } else {
+        m->last = time_ns;
+        m->has_last = 1;
     }
     STORE(&m->accepted, m->accepted + 1);
-    m->last = time_ns;
-    m->has_last = 1;
     return MQ_OK;
 }
 

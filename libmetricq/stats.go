@@ -2,6 +2,7 @@ package libmetricq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -113,6 +114,11 @@ func (b *pointBudget) acquire(ctx context.Context, n int, stats *counters) error
 	if b.tryAcquire(int64(n)) {
 		return nil
 	}
+	if err := ctx.Err(); err != nil {
+		// Not a wait: the caller wants space only if there is some now
+		// (a first try before waiting, or a layer reserving ahead).
+		return b.fullErr(err)
+	}
 	stats.bufferFullWaits.Add(1)
 	if b.onFull != nil {
 		b.onFull()
@@ -131,10 +137,17 @@ func (b *pointBudget) acquire(ctx context.Context, n int, stats *counters) error
 		case <-b.stop:
 			return errBudgetStopped
 		case <-ctx.Done():
-			stats.bufferFullTimeouts.Add(1)
-			return fmt.Errorf("buffer full (%d points not yet confirmed by the broker), point not accepted: %w", b.limit, ctx.Err())
+			// A timeout, not a cancellation (the caller's, or a stop's).
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				stats.bufferFullTimeouts.Add(1)
+			}
+			return b.fullErr(ctx.Err())
 		}
 	}
+}
+
+func (b *pointBudget) fullErr(cause error) error {
+	return fmt.Errorf("buffer full (%d points not yet confirmed by the broker), point not accepted: %w", b.limit, cause)
 }
 
 func (b *pointBudget) release(n int) {

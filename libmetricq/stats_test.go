@@ -38,6 +38,43 @@ func TestPointBudgetWaitsForSpace(t *testing.T) {
 	}
 }
 
+// Only real waits count as waits, and only deadlines as timeouts: a try
+// with an ended context (a first try before waiting, a reservation ahead)
+// and a wait that a cancellation (a stop) ends are neither.
+func TestPointBudgetCountsWaitsAndTimeouts(t *testing.T) {
+	var stats counters
+	b := newPointBudget(1)
+	if err := b.acquire(context.Background(), 1, &stats); err != nil {
+		t.Fatal(err)
+	}
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := b.acquire(ended, 1, &stats); !errors.Is(err, context.Canceled) {
+		t.Fatalf("try with an ended context: %v", err)
+	}
+	if w, to := stats.bufferFullWaits.Load(), stats.bufferFullTimeouts.Load(); w != 0 || to != 0 {
+		t.Fatalf("a try counted: waits %d, timeouts %d", w, to)
+	}
+	waiting, cancelWait := context.WithCancel(context.Background())
+	got := make(chan error, 1)
+	go func() { got <- b.acquire(waiting, 1, &stats) }()
+	for b.waiters.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	cancelWait()
+	if err := <-got; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled wait: %v", err)
+	}
+	short, cancelShort := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancelShort()
+	if err := b.acquire(short, 1, &stats); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("wait until the deadline: %v", err)
+	}
+	if w, to := stats.bufferFullWaits.Load(), stats.bufferFullTimeouts.Load(); w != 2 || to != 1 {
+		t.Fatalf("waits %d (want 2), timeouts %d (want 1)", w, to)
+	}
+}
+
 func TestChunkSizeValidation(t *testing.T) {
 	s, err := NewSource("amqp://127.0.0.1/", "source-test")
 	if err != nil {

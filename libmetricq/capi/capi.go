@@ -423,26 +423,42 @@ func libmq_go_stage_unreserve(src C.uintptr_t, n C.int64_t) {
 	}
 }
 
-// libmq_go_stage_handover accepts staged points whose space is reserved.
+// libmq_go_stage_handover accepts staged points whose space is reserved,
+// then reserves space for up to more points without waiting (the next
+// fill's, in the same crossing). It returns the space it reserved, or a
+// negative status; nothing is reserved when the points are refused.
 //
 //export libmq_go_stage_handover
-func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t) (status C.int) {
+func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, more C.int64_t) (result C.int64_t) {
+	var status C.int // a failure, returned in place of the count
+	defer func() {
+		if status != 0 {
+			result = C.int64_t(status)
+		}
+	}()
 	defer recoverStatus(&status)
 	s := lookup(src)
 	if s == nil {
-		return fail(nil, errBadHandle)
+		status = fail(nil, errBadHandle)
+		return 0
 	}
 	name, err := borrowName(metric)
 	if err != nil {
-		return fail(s, err)
+		status = fail(s, err)
+		return 0
 	}
 	if count == 0 || count > maxBatch || timeNs == nil || values == nil {
-		return fail(s, invalidf("bad staged batch of %d points", uint64(count)))
+		status = fail(s, invalidf("bad staged batch of %d points", uint64(count)))
+		return 0
 	}
 	times := unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
 	vals := unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
 	if err := s.SendBatchReserved(name, times, vals); err != nil {
-		return fail(s, err)
+		status = fail(s, err)
+		return 0
+	}
+	if more > 0 {
+		return C.int64_t(s.TryReserve(int(more)))
 	}
 	return 0
 }

@@ -3,39 +3,43 @@
 
    Why: a call from a C thread into Go costs 100-135 ns on its own (the cgo
    transition), more than everything else a point needs. Staged, a point
-   costs a hash of its name, a mutex and two stores; the batch goes through
-   the core's SendBatch, which chunks it exactly as single sends would
-   have been chunked.
+   costs a hash of its name, a reader slot, a mutex and a few stores; a
+   fill crosses into Go once (SendBatchReserved, which chunks it exactly as
+   single sends would have been chunked, and reserves the space of the
+   next fill in the same call), plus a reservation now and then.
 
    What a staged point is: accepted. MQ_OK was returned, so it must reach
    the broker without the caller doing more: mq_source_flush,
    mq_source_free and mq_source_set_chunk_size hand staged points over
    before doing their work, and the core's stop (mq_source_stop, or the
-   source stopping on its own) calls back before it stops taking points; and a stage never holds more than
-   the metric's chunk still lacks, so a chunk is sealed at the point that
-   fills it, as without staging. At most STAGE_MAX points per metric wait
-   here, and each has its space in the core's bounded buffer reserved
-   before it is staged: the bound counts staged points, and a sender that
-   finds the buffer full waits (without holding the stage) as it would
-   without staging.
+   source stopping on its own) calls back before it stops taking points;
+   and a stage never holds more than the metric's chunk still lacks, so a
+   chunk is sealed at the point that fills it, as without staging. At most
+   STAGE_MAX points per metric wait here, and each has its space in the
+   core's bounded buffer reserved before it is staged: the bound counts
+   staged points, and a sender that finds the buffer full waits (without
+   holding the stage) as it would without staging.
 
    The stage is only an accelerator: whenever it cannot take a point (no
    stage for the handle or the metric, a source not connected or stopping,
    bad arguments) the point goes straight to Go. Every error text comes
-   from Go, the order rule's too (libmq_go_stage_order_error). Once a metric has a stage, every point of it passes through
-   the stage's mutex, so the stage and the core agree on the metric's last
-   timestamp and its points stay in order.
+   from Go, the order rule's too (libmq_go_stage_order_error). While a
+   source is open, every point of a metric that has a stage passes
+   through the stage's mutex, so the stage and the core agree on the
+   metric's last timestamp and its points stay in order; once a stop
+   began, points go to Go directly, after the staged ones.
 
    Locking: the registry lock (read_lock/write_lock) guards the tables of
    sources and metrics; a metric's mutex guards its stage. A sender locks
    the metric's mutex while it still holds the registry lock for reading,
    and only then lets it go: mq_source_free, having unlinked the source
-   under the write lock, locks every metric's mutex once more before freeing, and so
-   waits for every sender that found the source. Long operations (drain,
-   stats) hold a reference instead, which mq_source_free also waits for.
-   Nothing that may wait for buffer space runs under a metric's mutex
-   (wait_for_space lets it go; after a stop began, the point goes to Go
-   after the mutex is let go: close_stage), or a drain would wait too. */
+   under the write lock, locks every metric's mutex once more before
+   freeing, and so waits for every sender that found the source. Long
+   operations (drain, stats, a sender waiting for space) hold a reference
+   instead, which mq_source_free also waits for, and walk the source's
+   list of stages without any lock. Nothing that may wait runs under a
+   metric's mutex (wait_for_space lets it go; after a stop began, the
+   point goes to Go after the mutex is let go: close_stage). */
 #include <math.h>
 #include <pthread.h>
 #include <sched.h>
@@ -61,7 +65,8 @@ enum { STAGE_MAX = 512 };
 enum { RESERVE_STEP = 128, RESERVE_SHARE = 64 };
 
 typedef struct metric_stage {
-    struct metric_stage *next; /* in the source's bucket */
+    struct metric_stage *next;  /* in the source's bucket */
+    struct metric_stage *older; /* the source's list of all its stages, newest first */
     pthread_mutex_t mu;
     uint64_t hash;
     uint64_t generation;  /* the source's generation when the facts below were read */
@@ -70,17 +75,19 @@ typedef struct metric_stage {
     int64_t max_buffered; /* the source's buffer bound */
     int64_t last;         /* last accepted timestamp, staged or handed over */
     int has_last;
-    size_t target; /* hand over when this many are staged; 0: no memory to stage */
-    size_t n;      /* staged; written under mu, read without it by stats */
+    size_t target; /* hand over when this many are staged (>= 1) */
+    size_t n;      /* staged */
     /* Points this stage accepted (staged, or batches it handed over): the
        core does not count what it gets from a stage, so that the sum stays
        monotonic. Written under mu (a plain store, no locked add), read
        without it by stats. */
     uint64_t accepted;
     int64_t reserved; /* buffer space held for staged and coming points (>= n) */
-    size_t room;   /* allocated length of times and values */
-    int64_t *times;
+    size_t room;   /* length of times and values */
+    int64_t *times; /* the one-point slot below, or memory of their own */
     double *values;
+    int64_t slot_time; /* room for one point without any allocation, so that */
+    double slot_value; /* a stage always works, out of memory too */
     size_t name_len;
     char name[]; /* NUL-terminated */
 } metric_stage;
@@ -88,8 +95,8 @@ typedef struct metric_stage {
 typedef struct source_stage {
     struct source_stage *next; /* in the registry's bucket */
     uintptr_t handle;
-    /* Bumped when the core's facts may have changed (every flush and
-       declaration). 64 bits: a 32-bit count wraps to 0 after 2^32 flushes,
+    /* Bumped when the core's facts may have changed (a flush, a
+       declaration, a chunk size set, a connect). 64 bits: a 32-bit count wraps to 0 after 2^32 flushes,
        and a new stage (generation 0, no memory yet) would then pass for
        current and store into a NULL array. */
     uint64_t generation;
@@ -107,6 +114,9 @@ typedef struct source_stage {
     uint64_t dropped;    /* staged points a stop could not hand over */
     size_t metric_count, bucket_count;
     metric_stage **buckets;
+    metric_stage *newest; /* head of the list through older: stages are only
+                             added (under the write lock) until destroy, so
+                             it is walked with a reference and no lock */
     pthread_mutex_t ref_mu;
     pthread_cond_t ref_cond;
     int refs;
@@ -219,6 +229,8 @@ static void insert_metric(source_stage *s, metric_stage *m) {
     m->next = s->buckets[m->hash & (s->bucket_count - 1)];
     s->buckets[m->hash & (s->bucket_count - 1)] = m;
     s->metric_count++;
+    m->older = s->newest;
+    STORE(&s->newest, m);
 }
 
 void libmq_stage_register(uintptr_t handle) {
@@ -271,61 +283,86 @@ static void release_source(source_stage *s) {
     pthread_mutex_unlock(&s->ref_mu);
 }
 
-/* Visits the source's metrics, under the registry's read lock, which
-   keeps the tables as they are without copying them. fn may lock a
-   metric's mutex: no holder of one waits for anything but the Go calls
-   that never wait (handing reserved points over, reading the core's
-   facts), so neither do writers of the registry for long. */
-#define EACH_METRIC(s, m)                                                                                  \
-    for (size_t each_i_ = 0; each_i_ < (s)->bucket_count; each_i_++)                                   \
-        for (metric_stage *m = (s)->buckets[each_i_]; m != NULL; m = m->next)
+/* Visits the source's metrics. The caller holds a reference (stages live
+   until destroy) and no lock: a stage added meanwhile may be missed, and
+   has nothing of interest yet. */
+#define EACH_METRIC(s, m) for (metric_stage *m = LOAD(&(s)->newest); m != NULL; m = m->older)
 
 static int is_open(source_stage *s) {
     return !LOAD(&s->closed) && LOAD(&s->core) > LOAD(&s->closed_core);
 }
 
-/* Under m->mu: how many points to stage before handing over. */
-static void retarget(metric_stage *m) {
+/* How many points to stage before handing over when the core's open
+   chunk holds core_open: never more than the chunk lacks. */
+static int64_t fill_target(const metric_stage *m, int64_t core_open) {
     int64_t target = STAGE_MAX;
-    if (m->chunk_size > 0 && m->chunk_size - m->core_open < target) {
-        target = m->chunk_size - m->core_open;
-    }
+    if (m->chunk_size > 0 && m->chunk_size - core_open < target) target = m->chunk_size - core_open;
     if (m->max_buffered < target) target = m->max_buffered;
-    if (target < 1) target = 1;
+    return target < 1 ? 1 : target;
+}
+
+/* How much buffer space to reserve at a time. */
+static int64_t reserve_step(const metric_stage *m) {
+    int64_t step = m->max_buffered / RESERVE_SHARE;
+    return step < 1 ? 1 : step > RESERVE_STEP ? RESERVE_STEP : step;
+}
+
+/* Under m->mu, with nothing staged: the target of the next fill, and the
+   room for it. */
+static void retarget(metric_stage *m) {
+    int64_t target = fill_target(m, m->core_open);
     if ((size_t)target > m->room) {
-        int64_t *times = realloc(m->times, (size_t)target * sizeof *times);
-        if (times != NULL) m->times = times;
-        double *values = times == NULL ? NULL : realloc(m->values, (size_t)target * sizeof *values);
-        if (values != NULL) m->values = values;
-        if (values != NULL) {
+        int64_t *times = malloc((size_t)target * sizeof *times);
+        double *values = malloc((size_t)target * sizeof *values);
+        if (times != NULL && values != NULL) {
+            if (m->times != &m->slot_time) {
+                free(m->times);
+                free(m->values);
+            }
+            m->times = times;
+            m->values = values;
             m->room = (size_t)target;
-        } else {
-            target = (int64_t)m->room; /* 0: send unstaged until memory returns */
+        } else { /* stage what fits until memory returns */
+            free(times);
+            free(values);
+            target = (int64_t)m->room;
         }
     }
     m->target = (size_t)target;
 }
 
+/* The core's open chunk after it took count more points. */
+static int64_t open_after(const metric_stage *m, int64_t count) {
+    return m->chunk_size > 0 ? (m->core_open + count) % m->chunk_size : m->core_open + count;
+}
+
 /* Under m->mu: records points the core has accepted. */
 static void accepted_by_core(metric_stage *m, int64_t count, int64_t last) {
-    m->core_open = m->chunk_size > 0 ? (m->core_open + count) % m->chunk_size : m->core_open + count;
+    m->core_open = open_after(m, count);
     m->last = last;
     m->has_last = 1;
 }
 
 /* Under m->mu: hands the staged points to the core. Their space is
    reserved, so this never waits; it fails only when the source stopped,
-   and the points then stay staged. */
-static int handover(uintptr_t handle, metric_stage *m) {
+   and the points then stay staged. With top_up, the same call reserves
+   the space of the next fill (as far as it is free): a sender then
+   crosses into Go once per fill, also at chunk size 1. */
+static int handover(uintptr_t handle, metric_stage *m, int top_up) {
     if (m->n == 0) return MQ_OK;
-    int status = libmq_go_stage_handover(handle, m->name, m->times, m->values, m->n);
-    if (status == MQ_OK) {
-        accepted_by_core(m, (int64_t)m->n, m->times[m->n - 1]);
-        m->reserved -= (int64_t)m->n;
-        STORE(&m->n, 0);
-        retarget(m);
+    int64_t n = (int64_t)m->n, more = 0;
+    if (top_up) {
+        int64_t next = fill_target(m, open_after(m, n));
+        more = (next < reserve_step(m) ? next : reserve_step(m)) - (m->reserved - n);
+        if (more < 0) more = 0;
     }
-    return status;
+    int64_t got = libmq_go_stage_handover(handle, m->name, m->times, m->values, (size_t)n, more);
+    if (got < 0) return (int)got;
+    accepted_by_core(m, n, m->times[n - 1]);
+    m->reserved += got - n;
+    m->n = 0;
+    retarget(m);
+    return MQ_OK;
 }
 
 /* Under m->mu: gives back reserved space no staged point uses. */
@@ -340,7 +377,7 @@ static void unreserve(uintptr_t handle, metric_stage *m) {
    changed them (a flush sealed the open chunk, a chunk size was set). */
 static int refresh(uintptr_t handle, source_stage *s, metric_stage *m) {
     uint64_t generation = LOAD(&s->generation);
-    int status = handover(handle, m);
+    int status = handover(handle, m, 0);
     if (status != MQ_OK) return status;
     libmq_metric_state state;
     status = libmq_go_stage_state(handle, m->name, &state);
@@ -355,29 +392,45 @@ static int refresh(uintptr_t handle, source_stage *s, metric_stage *m) {
     return MQ_OK;
 }
 
-/* Creates the metric's stage if the core has it declared. The stage
-   starts stale (generation 0 is never current), so its first user reads
-   the core's facts under the stage's mutex. */
-static int add_metric(uintptr_t handle, const char *name, size_t len, uint64_t hash) {
+static void free_stage(metric_stage *m) {
+    if (m->times != &m->slot_time) {
+        free(m->times);
+        free(m->values);
+    }
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+/* Creates the metric's stage if the core has it declared, from the
+   core's facts as read now. Returns whether the metric has a stage. */
+static int add_metric(uintptr_t handle, source_stage *s, const char *name, size_t len, uint64_t hash) {
+    uint64_t generation = LOAD(&s->generation);
     libmq_metric_state state;
     if (libmq_go_stage_state(handle, (char *)name, &state) != MQ_OK) return 0;
     metric_stage *m = calloc(1, sizeof *m + len + 1);
-    if (m == NULL) return 0;
-    pthread_mutex_init(&m->mu, NULL);
-    m->hash = hash;
-    m->name_len = len;
-    memcpy(m->name, name, len + 1);
-    m->target = 1;
+    if (m != NULL) {
+        pthread_mutex_init(&m->mu, NULL);
+        m->hash = hash;
+        m->name_len = len;
+        memcpy(m->name, name, len + 1);
+        m->times = &m->slot_time;
+        m->values = &m->slot_value;
+        m->room = 1;
+        m->chunk_size = state.chunk_size;
+        m->core_open = state.open;
+        m->max_buffered = state.max_buffered;
+        m->last = state.last;
+        m->has_last = state.has_last;
+        m->generation = generation;
+        retarget(m);
+    }
     write_lock();
-    source_stage *s = *source_slot(handle);
-    int added = s != NULL && is_open(s) && find_metric(s, name, len, hash) == NULL;
+    int found = find_metric(s, name, len, hash) != NULL;
+    int added = !found && m != NULL && is_open(s);
     if (added) insert_metric(s, m);
     write_unlock();
-    if (!added) {
-        pthread_mutex_destroy(&m->mu);
-        free(m);
-    }
-    return s != NULL;
+    if (!added && m != NULL) free_stage(m);
+    return found || added;
 }
 
 /* Returns the metric's stage, locked, and its source; NULL when the call
@@ -396,8 +449,15 @@ static metric_stage *lock_metric(uintptr_t handle, const char *name, source_stag
             *source = s;
             return m;
         }
+        if (s == NULL || attempt > 0) {
+            read_unlock();
+            return NULL;
+        }
+        hold_source(s); /* add_metric uses s without the read lock */
         read_unlock();
-        if (s == NULL || attempt > 0 || !add_metric(handle, name, len, hash)) return NULL;
+        int has_stage = add_metric(handle, s, name, len, hash);
+        release_source(s);
+        if (!has_stage) return NULL;
     }
 }
 
@@ -406,14 +466,12 @@ static metric_stage *lock_metric(uintptr_t handle, const char *name, source_stag
    really use. Skips stages busy right now: their space is about to be
    used. The caller holds a reference and no stage's mutex. */
 static void reclaim(source_stage *s) {
-    read_lock();
     EACH_METRIC(s, m) {
         if (pthread_mutex_trylock(&m->mu) == 0) {
             unreserve(s->handle, m);
             pthread_mutex_unlock(&m->mu);
         }
     }
-    read_unlock();
 }
 
 /* Under m->mu, which it drops while it waits: the buffer is full, so
@@ -448,20 +506,9 @@ enum { SEND_DIRECT = 1 };
    mutex in its drain for the sender's whole timeout. Nothing is staged
    any more, so the mutex keeps no order there. */
 static int close_stage(uintptr_t handle, metric_stage *m) {
-    int status = handover(handle, m);
+    int status = handover(handle, m, 0);
     unreserve(handle, m);
     return status == MQ_OK ? SEND_DIRECT : status;
-}
-
-/* Under m->mu, when the stage has no memory: staged points go first, to
-   keep the order, then the point goes straight to Go (holding the mutex,
-   so that the stage's last timestamp stays the core's). */
-static int send_through(uintptr_t handle, metric_stage *m, int64_t time_ns, double value, double timeout) {
-    int status = handover(handle, m);
-    if (status != MQ_OK) return status;
-    status = libmq_go_source_send(handle, m->name, time_ns, value, timeout);
-    if (status == MQ_OK) accepted_by_core(m, 1, time_ns);
-    return status;
 }
 
 /* Under m->mu (which it may drop and take again while it waits for
@@ -477,12 +524,9 @@ static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64
         if (m->has_last && time_ns <= m->last) {
             return libmq_go_stage_order_error(handle, m->name, time_ns, m->last);
         }
-        if (m->target == 0) return send_through(handle, m, time_ns, value, timeout);
         if (m->reserved > (int64_t)m->n) break;
         int64_t want = (int64_t)m->target - (int64_t)m->n;
-        int64_t step = m->max_buffered / RESERVE_SHARE < RESERVE_STEP ? m->max_buffered / RESERVE_SHARE : RESERVE_STEP;
-        want = want > step ? step : want;
-        want = want < 1 ? 1 : want;
+        want = want > reserve_step(m) ? reserve_step(m) : want < 1 ? 1 : want;
         int64_t got = libmq_go_stage_reserve(handle, m->name, want, timeout, 0);
         if (got < 0) return (int)got;
         if (got > 0) {
@@ -495,11 +539,11 @@ static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64
     }
     m->times[m->n] = time_ns;
     m->values[m->n] = value;
-    STORE(&m->n, m->n + 1);
+    m->n++;
     if (m->n >= m->target) {
-        int status = handover(handle, m); /* records last */
+        int status = handover(handle, m, 1); /* records last */
         if (status != MQ_OK) { /* this point is refused; the earlier ones stay staged */
-            STORE(&m->n, m->n - 1);
+            m->n--;
             return status;
         }
     } else {
@@ -525,27 +569,30 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
                            size_t count, double timeout) {
     source_stage *s;
     metric_stage *m = NULL;
-    /* Larger batches than any buffer could hold go to Go, which says why. */
-    if (timeout_ok(timeout) && count > 0 && count <= (size_t)INT32_MAX && time_ns != NULL && values != NULL) {
+    if (timeout_ok(timeout) && count > 0 && count <= (size_t)INT64_MAX && time_ns != NULL && values != NULL) {
         m = lock_metric(handle, metric, &s);
     }
     if (m == NULL) {
         return libmq_go_source_send_batch(handle, (char *)metric, (int64_t *)time_ns, (double *)values, count,
                                           timeout);
     }
-    int status;
-    if (!is_open(s)) {
+    int status = is_open(s) && m->generation != LOAD(&s->generation) ? refresh(handle, s, m) : MQ_OK;
+    if (status == MQ_OK && !is_open(s)) {
         status = close_stage(handle, m);
-    } else {
+    } else if (status == MQ_OK && (int64_t)count > m->max_buffered) {
+        status = SEND_DIRECT; /* no buffer of this source holds it: Go says so */
+    } else if (status == MQ_OK) {
+        /* Space first: all of it, or waiting without holding the stage. */
         int64_t got = libmq_go_stage_reserve(handle, m->name, (int64_t)count, timeout, 0);
         if (got >= 0 && got < (int64_t)count) {
             if (got > 0) libmq_go_stage_unreserve(handle, got);
             got = wait_for_space(handle, s, m, (int64_t)count, timeout);
         }
-        status = got < 0 ? (int)got : MQ_OK;
-        if (status == MQ_OK && m->generation != LOAD(&s->generation)) status = refresh(handle, s, m);
-        if (status == MQ_OK) status = handover(handle, m);
-        if (status == MQ_OK) status = libmq_go_stage_handover(handle, m->name, (int64_t *)time_ns, (double *)values, count);
+        status = got < 0 ? (int)got : handover(handle, m, 0); /* staged points go first */
+        if (status == MQ_OK) {
+            int64_t taken = libmq_go_stage_handover(handle, m->name, (int64_t *)time_ns, (double *)values, count, 0);
+            status = taken < 0 ? (int)taken : MQ_OK;
+        }
         if (status != MQ_OK && got > 0) libmq_go_stage_unreserve(handle, got);
     }
     if (status == MQ_OK) {
@@ -554,6 +601,7 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
         retarget(m);
     }
     pthread_mutex_unlock(&m->mu);
+    /* m and s may be freed from here on: the caller's name, not m's. */
     if (status == SEND_DIRECT) {
         return libmq_go_source_send_batch(handle, (char *)metric, (int64_t *)time_ns, (double *)values, count,
                                           timeout);
@@ -566,21 +614,19 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
    counted). Returns the first failure. */
 static int drain(source_stage *s, int stop) {
     int result = MQ_OK;
-    read_lock();
     EACH_METRIC(s, m) {
         pthread_mutex_lock(&m->mu);
-        int status = handover(s->handle, m);
+        int status = handover(s->handle, m, 0);
         if (status != MQ_OK) {
             if (result == MQ_OK) result = status;
             if (stop) {
                 __atomic_add_fetch(&s->dropped, m->n, __ATOMIC_RELAXED);
-                STORE(&m->n, 0);
+                m->n = 0;
             }
         }
         unreserve(s->handle, m);
         pthread_mutex_unlock(&m->mu);
     }
-    read_unlock();
     return result;
 }
 
@@ -648,10 +694,7 @@ static void destroy(source_stage *s) {
                the source is stopped, so it returns promptly. */
             pthread_mutex_lock(&m->mu);
             pthread_mutex_unlock(&m->mu);
-            pthread_mutex_destroy(&m->mu);
-            free(m->times);
-            free(m->values);
-            free(m);
+            free_stage(m);
         }
     }
     free(s->buckets);
@@ -695,18 +738,16 @@ int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chu
     metric_stage *m = metric != NULL && chunk_size >= 0 ? lock_metric(handle, metric, &s) : NULL;
     /* Staged points go first, so that a smaller chunk size publishes them
        now, as it would have without staging. */
-    if (m != NULL) handover(handle, m);
+    if (m != NULL) handover(handle, m, 0);
     int status = libmq_go_source_set_chunk_size(handle, (char *)metric, chunk_size);
     if (m != NULL) {
-        m->generation--; /* stale, whatever the source's generation is */
+        m->generation = 0; /* never current: its next point reads the facts */
         pthread_mutex_unlock(&m->mu);
-    } else if (metric != NULL && status == MQ_OK) {
-        /* No stage found (the metric was not declared when we looked), but
-           a declaration may have completed since, and another thread may
-           have created the stage from the old chunk size: make every stage
-           read the facts again. */
-        libmq_stage_touch(handle);
     }
+    /* And every other stage too: one another thread created meanwhile from
+       the old chunk size. (Not under the stage's mutex: the registry lock
+       comes first.) */
+    if (status == MQ_OK) libmq_stage_touch(handle);
     return status;
 }
 
@@ -715,9 +756,7 @@ void libmq_stage_stats(uintptr_t handle, uint64_t *accepted, uint64_t *dropped) 
     *dropped = 0;
     source_stage *s = acquire_source(handle);
     if (s == NULL) return;
-    read_lock();
     EACH_METRIC(s, m) *accepted += LOAD(&m->accepted);
-    read_unlock();
     *dropped = LOAD(&s->dropped);
     release_source(s);
 }

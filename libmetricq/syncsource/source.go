@@ -104,14 +104,6 @@ type Source struct {
 	updates      int           // update calls so far; task goroutine only
 	taskCtx      atomic.Pointer[context.Context]
 	suppressSkip atomic.Bool
-
-	// waitRetries counts sends that found the buffer full on their first,
-	// non-waiting try, which the core counts as a wait of its own, and as
-	// a timeout (its context had ended); stopRefusals, waits that the stop
-	// ended (by cancelling stopCtx), which the core counts as timeouts too
-	// but which fail with ErrStopped. Stats subtracts both.
-	waitRetries  atomic.Uint64
-	stopRefusals atomic.Uint64
 }
 
 // New checks url and token and returns an unconnected source. It does no
@@ -648,12 +640,10 @@ func (s *Source) MaxBuffered() int {
 // waitForSpace retries a send that found the buffer full, waiting for
 // space until timeout, or until the source stops.
 func (s *Source) waitForSpace(timeout time.Duration, send func(context.Context) error) error {
-	s.waitRetries.Add(1)
 	ctx, cancel := context.WithTimeout(s.stopCtx, timeout)
 	defer cancel()
 	err := send(ctx)
 	if err != nil && errors.Is(err, context.Canceled) {
-		s.stopRefusals.Add(1)
 		return fmt.Errorf("%w: stopped while the send waited for buffer space", libmetricq.ErrStopped)
 	}
 	return err
@@ -690,11 +680,7 @@ func (s *Source) Stats() libmetricq.Stats {
 	if core == nil {
 		return libmetricq.Stats{}
 	}
-	st := core.Stats()
-	retries := s.waitRetries.Load()
-	st.BufferFullWaits -= min(st.BufferFullWaits, retries)
-	st.BufferFullTimeouts -= min(st.BufferFullTimeouts, retries+s.stopRefusals.Load())
-	return st
+	return core.Stats()
 }
 
 // Stop flushes (within timeout) and disconnects. It is idempotent: a

@@ -230,9 +230,10 @@ typedef struct mq_stats {
 int mq_source_stats(mq_source *src, mq_stats *stats, size_t size);
 
 /* --- Staging ----------------------------------------------------------------
-   How mq_source_send stays cheap (~40 ns a point): a call from C into the
-   library's Go runtime costs more than everything else a point needs, so
-   points are staged in C, per metric, and cross into Go a batch at a time
+   How mq_source_send stays cheap (~40 ns a point at chunk sizes in the
+   hundreds): a call from C into the library's Go runtime costs more than
+   everything else a point needs, so points are staged in C, per metric,
+   and cross into Go a batch at a time
    (at most 512, never more than the metric's open chunk still lacks, so a
    chunk still closes at the point that fills it). Nothing of it shows in
    the rules above: a staged point is accepted (counted in points_accepted),
@@ -241,7 +242,8 @@ int mq_source_stats(mq_source *src, mq_stats *stats, size_t size);
    space is reserved before a point is staged, up to 128 points at a time
    per metric (at most 1/64 of the bound): buffered_points counts that reserved space too, so the bound
    holds exactly, and a flush gives back what no point uses.
-   Chunk size 1 stages nothing beyond the point being sent. */
+   At chunk size 1 every point crosses into Go once (its chunk is
+   published at once), as without staging. */
 
 /* --- Logging ---------------------------------------------------------------
    The library logs connection trouble, lost points and the like. By

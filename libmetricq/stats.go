@@ -115,8 +115,16 @@ func (b *pointBudget) acquire(ctx context.Context, n int, stats *counters) error
 		return nil
 	}
 	if err := ctx.Err(); err != nil {
-		// Not a wait: the caller wants space only if there is some now
-		// (a first try before waiting, or a layer reserving ahead).
+		// Not a wait. A cancelled context asks for space only if there is
+		// some now (a first try before waiting): nothing to count. A
+		// deadline already past is a send refused without waiting (a
+		// non-blocking send): counted and reported as a timeout.
+		if errors.Is(err, context.DeadlineExceeded) {
+			stats.bufferFullTimeouts.Add(1)
+			if b.onFull != nil {
+				b.onFull()
+			}
+		}
 		return b.fullErr(err)
 	}
 	stats.bufferFullWaits.Add(1)

@@ -73,6 +73,18 @@ func TestPointBudgetCountsWaitsAndTimeouts(t *testing.T) {
 	if w, to := stats.bufferFullWaits.Load(), stats.bufferFullTimeouts.Load(); w != 2 || to != 1 {
 		t.Fatalf("waits %d (want 2), timeouts %d (want 1)", w, to)
 	}
+	// A deadline already past (a non-blocking send) is refused at once:
+	// a timeout, reported, but no wait.
+	full := 0
+	b.onFull = func() { full++ }
+	past, cancelPast := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancelPast()
+	if err := b.acquire(past, 1, &stats); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("past deadline: %v", err)
+	}
+	if w, to := stats.bufferFullWaits.Load(), stats.bufferFullTimeouts.Load(); w != 2 || to != 2 || full != 1 {
+		t.Fatalf("past deadline: waits %d (want 2), timeouts %d (want 2), reported %d (want 1)", w, to, full)
+	}
 }
 
 func TestChunkSizeValidation(t *testing.T) {

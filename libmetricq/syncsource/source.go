@@ -542,11 +542,7 @@ func (s *Source) Send(metric string, t int64, value float64, timeout time.Durati
 	if core == nil {
 		return s.notActive()
 	}
-	err := core.Send(noWait, metric, libmetricq.Timestamp(t), value)
-	if err == nil || !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return s.waitForSpace(timeout, func(ctx context.Context) error {
+	return s.nowOrWait(timeout, func(ctx context.Context) error {
 		return core.Send(ctx, metric, libmetricq.Timestamp(t), value)
 	})
 }
@@ -558,11 +554,7 @@ func (s *Source) SendBatch(metric string, times []libmetricq.Timestamp, values [
 	if core == nil {
 		return s.notActive()
 	}
-	err := core.SendBatch(noWait, metric, times, values)
-	if err == nil || !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return s.waitForSpace(timeout, func(ctx context.Context) error {
+	return s.nowOrWait(timeout, func(ctx context.Context) error {
 		return core.SendBatch(ctx, metric, times, values)
 	})
 }
@@ -595,11 +587,7 @@ func (s *Source) Reserve(metric string, n int, timeout time.Duration) error {
 	if core == nil {
 		return s.notActive()
 	}
-	err := core.Reserve(noWait, metric, n)
-	if err == nil || !errors.Is(err, context.Canceled) {
-		return err
-	}
-	return s.waitForSpace(timeout, func(ctx context.Context) error {
+	return s.nowOrWait(timeout, func(ctx context.Context) error {
 		return core.Reserve(ctx, metric, n)
 	})
 }
@@ -637,12 +625,17 @@ func (s *Source) MaxBuffered() int {
 	return s.maxBuffered
 }
 
-// waitForSpace retries a send that found the buffer full, waiting for
-// space until timeout, or until the source stops.
-func (s *Source) waitForSpace(timeout time.Duration, send func(context.Context) error) error {
+// nowOrWait runs op (a send or reservation) at once and, only if it found
+// the buffer full, again waiting for space until timeout or until the
+// source stops.
+func (s *Source) nowOrWait(timeout time.Duration, op func(context.Context) error) error {
+	err := op(noWait)
+	if err == nil || !errors.Is(err, context.Canceled) {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(s.stopCtx, timeout)
 	defer cancel()
-	err := send(ctx)
+	err = op(ctx)
 	if err != nil && errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%w: stopped while the send waited for buffer space", libmetricq.ErrStopped)
 	}

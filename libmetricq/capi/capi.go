@@ -74,6 +74,19 @@ func recoverStatus(status *C.int) {
 	}
 }
 
+// countOrStatus ends the exports that return a count, or a negative
+// status in its place: a failure set in *status, or a panic, replaces the
+// count.
+func countOrStatus(status *C.int, count *C.int64_t) {
+	if r := recover(); r != nil {
+		*status = C.int(syncsource.StatusIntern)
+		setLastError(syncsource.PanicError(r).Error())
+	}
+	if *status != 0 {
+		*count = C.int64_t(*status)
+	}
+}
+
 func recoverVoid() {
 	if r := recover(); r != nil {
 		setLastError(syncsource.PanicError(r).Error())
@@ -381,13 +394,8 @@ func libmq_go_stage_state(src C.uintptr_t, metric *C.char, out *C.libmq_metric_s
 //
 //export libmq_go_stage_reserve
 func libmq_go_stage_reserve(src C.uintptr_t, metric *C.char, n C.int64_t, timeout C.double, wait C.int) (result C.int64_t) {
-	var status C.int // a failure, returned in place of the count
-	defer func() {
-		if status != 0 {
-			result = C.int64_t(status)
-		}
-	}()
-	defer recoverStatus(&status)
+	var status C.int
+	defer countOrStatus(&status, &result)
 	s := lookup(src)
 	if s == nil {
 		status = fail(nil, errBadHandle)
@@ -430,13 +438,8 @@ func libmq_go_stage_unreserve(src C.uintptr_t, n C.int64_t) {
 //
 //export libmq_go_stage_handover
 func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, more C.int64_t) (result C.int64_t) {
-	var status C.int // a failure, returned in place of the count
-	defer func() {
-		if status != 0 {
-			result = C.int64_t(status)
-		}
-	}()
-	defer recoverStatus(&status)
+	var status C.int
+	defer countOrStatus(&status, &result)
 	s := lookup(src)
 	if s == nil {
 		status = fail(nil, errBadHandle)

@@ -373,6 +373,18 @@ static void unreserve(uintptr_t handle, metric_stage *m) {
     }
 }
 
+/* Takes the core's facts, read at the source's generation, and sizes the
+   next fill by them. */
+static void apply_state(metric_stage *m, const libmq_metric_state *state, uint64_t generation) {
+    m->chunk_size = state->chunk_size;
+    m->core_open = state->open;
+    m->max_buffered = state->max_buffered;
+    m->last = state->last;
+    m->has_last = state->has_last;
+    m->generation = generation;
+    retarget(m);
+}
+
 /* Under m->mu: reads the core's facts again after something may have
    changed them (a flush sealed the open chunk, a chunk size was set). */
 static int refresh(uintptr_t handle, source_stage *s, metric_stage *m) {
@@ -381,15 +393,8 @@ static int refresh(uintptr_t handle, source_stage *s, metric_stage *m) {
     if (status != MQ_OK) return status;
     libmq_metric_state state;
     status = libmq_go_stage_state(handle, m->name, &state);
-    if (status != MQ_OK) return status;
-    m->chunk_size = state.chunk_size;
-    m->core_open = state.open;
-    m->max_buffered = state.max_buffered;
-    m->last = state.last;
-    m->has_last = state.has_last;
-    m->generation = generation;
-    retarget(m);
-    return MQ_OK;
+    if (status == MQ_OK) apply_state(m, &state, generation);
+    return status;
 }
 
 static void free_stage(metric_stage *m) {
@@ -416,13 +421,7 @@ static int add_metric(uintptr_t handle, source_stage *s, const char *name, size_
         m->times = &m->slot_time;
         m->values = &m->slot_value;
         m->room = 1;
-        m->chunk_size = state.chunk_size;
-        m->core_open = state.open;
-        m->max_buffered = state.max_buffered;
-        m->last = state.last;
-        m->has_last = state.has_last;
-        m->generation = generation;
-        retarget(m);
+        apply_state(m, &state, generation);
     }
     write_lock();
     int found = find_metric(s, name, len, hash) != NULL;

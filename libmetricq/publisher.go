@@ -12,45 +12,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// chunk is a sealed run of points of one metric, with absolute timestamps;
-// the deltas are computed when it is encoded. Once sealed it never changes:
-// a republished chunk is byte for byte the chunk published before.
-type chunk struct {
-	metric string
-	times  []int64
-	values []float64
-	seq    uint64 // position in the publisher's queue order
-	tag    uint64 // delivery tag on the session that published it last
-	again  bool   // published before, confirmation missing
-}
-
-// maxPooledCapacity keeps a metric with a huge chunk size from pinning huge
-// arrays in the pool.
-const maxPooledCapacity = 1 << 16
-
-var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
-
-func newChunk(metric string, capacity int) *chunk {
-	c := chunkPool.Get().(*chunk)
-	c.metric = metric
-	if capacity > maxPooledCapacity {
-		capacity = maxPooledCapacity
-	}
-	if cap(c.times) < capacity {
-		c.times = make([]int64, 0, capacity)
-		c.values = make([]float64, 0, capacity)
-	}
-	return c
-}
-
-func recycleChunk(c *chunk) {
-	if cap(c.times) > maxPooledCapacity {
-		return
-	}
-	c.times, c.values, c.metric, c.seq, c.tag, c.again = c.times[:0], c.values[:0], "", 0, 0, false
-	chunkPool.Put(c)
-}
-
 // Reconnect backoff of both connections: doubling from the first to the
 // last value.
 const (

@@ -18,8 +18,21 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-// heartbeat matches the reference, which always negotiates 60 s.
-const heartbeat = 60 * time.Second
+// DefaultHeartbeat is the AMQP heartbeat a source asks for unless told
+// otherwise (WithHeartbeat, or heartbeat= in the URL). It bounds how long a
+// silent peer (a pulled cable, a dropped NAT entry, a frozen VM) goes
+// unnoticed: amqp091-go gives up reading after 1.5 intervals without a
+// frame, and the broker drops a client after about 2 missed intervals, which
+// frees the source's exclusive queues for its reconnect. 10 s keeps both
+// well under 30 s. The reference negotiates 60 s, which leaves a dead
+// connection unnoticed for 90 s or more.
+const DefaultHeartbeat = 10 * time.Second
+
+// connSettings are what every connection of a source is dialled with.
+type connSettings struct {
+	tls       *tls.Config   // base TLS configuration (WithTLSConfig), or nil
+	heartbeat time.Duration // asked of the broker, which may lower it
+}
 
 // defaultDialTimeout bounds a connection attempt when the caller's context
 // has no deadline.
@@ -138,7 +151,7 @@ func tlsVerificationOff(rawURL string, base *tls.Config) bool {
 // management UI and rabbitmqctl show), giving up when ctx ends. TCP connect,
 // TLS and the AMQP handshake all count against ctx. Errors wrap ErrConnect
 // and never hold the password.
-func dial(ctx context.Context, rawURL, connectionName string, tlsBase *tls.Config) (*amqp.Connection, error) {
+func dial(ctx context.Context, rawURL, connectionName string, settings connSettings) (*amqp.Connection, error) {
 	uri, err := parseBrokerURL(rawURL)
 	if err != nil {
 		return nil, err
@@ -156,7 +169,7 @@ func dial(ctx context.Context, rawURL, connectionName string, tlsBase *tls.Confi
 	props["version"] = Version
 	props["platform"] = runtime.Version()
 	cfg := amqp.Config{
-		Heartbeat:  heartbeat,
+		Heartbeat:  settings.heartbeat,
 		Properties: props,
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Deadline: deadline}
@@ -173,7 +186,7 @@ func dial(ctx context.Context, rawURL, connectionName string, tlsBase *tls.Confi
 		},
 	}
 	if uri.Scheme == "amqps" {
-		tlsConfig, err := tlsConfigFor(rawURL, tlsBase)
+		tlsConfig, err := tlsConfigFor(rawURL, settings.tls)
 		if err != nil {
 			return nil, fail(fmt.Errorf("TLS setup: %w", err))
 		}

@@ -55,7 +55,7 @@ func breakChannel(ch *amqp.Channel) error {
 // is not connected, with the source's handlers, and returns the replies it
 // would send, once every handler has finished.
 func (s *Source) DispatchForTest(body []byte, correlationID, replyTo string, log *slog.Logger) [][]byte {
-	l := newMgmtLink("amqp://127.0.0.1/", s.token, nil, log, s.handlers)
+	l := newMgmtLink("amqp://127.0.0.1/", s.token, s.connSettings(), log, s.handlers)
 	defer l.cancel()
 	var replies = make(chan []byte, 2)
 	l.send = func(_ context.Context, exchange, key string, msg amqp.Publishing) error {

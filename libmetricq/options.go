@@ -38,6 +38,7 @@ type options struct {
 	rpcTimeout       time.Duration
 	reconnectTimeout time.Duration
 	tls              *tls.Config
+	heartbeat        time.Duration                                        // 0 until set; NewSource resolves it
 	onRepublish      func(metric string, times []int64, values []float64) // tests
 	beforeStop       func()
 }
@@ -148,6 +149,33 @@ func WithTLSConfig(c *tls.Config) Option {
 		o.tls = c.Clone()
 		return nil
 	}
+}
+
+// WithHeartbeat sets the AMQP heartbeat interval of both connections
+// (default DefaultHeartbeat, 10 s; the URL parameter heartbeat=<seconds> sets
+// the same). A connection whose peer falls silent is given up after about
+// 1.5 intervals, and a write that cannot complete after 2 intervals, and
+// then the source reconnects. Shorter finds a dead network sooner but
+// costs a few bytes per interval and connection and risks giving up a
+// connection whose broker is merely stalled; longer tolerates stalls but
+// leaves a dead connection, and the exclusive queue the broker keeps for
+// it, in place longer. The broker may lower the interval (its own
+// heartbeat setting caps it). Whole seconds, 1 s to 65535 s.
+func WithHeartbeat(d time.Duration) Option {
+	return func(o *options) error {
+		if err := validateHeartbeat(d); err != nil {
+			return err
+		}
+		o.heartbeat = d
+		return nil
+	}
+}
+
+func validateHeartbeat(d time.Duration) error {
+	if d < time.Second || d > 65535*time.Second || d%time.Second != 0 {
+		return fmt.Errorf("%w: heartbeat must be whole seconds from 1 s to 65535 s, got %v", ErrInvalid, d)
+	}
+	return nil
 }
 
 // ChunkSizeManual turns automatic chunking off: points are published by

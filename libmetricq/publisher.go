@@ -2,7 +2,6 @@ package libmetricq
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -37,7 +36,7 @@ type publisher struct {
 	url      string
 	exchange string
 	name     string
-	tls      *tls.Config
+	settings connSettings
 	log      *slog.Logger
 	stats    *counters
 	// confirmed is told how many points the broker has taken, to free
@@ -67,13 +66,13 @@ type publisher struct {
 	done chan struct{}
 }
 
-func newPublisher(url, exchange, token string, tlsBase *tls.Config, log *slog.Logger, stats *counters, confirmed func(int)) *publisher {
+func newPublisher(url, exchange, token string, settings connSettings, log *slog.Logger, stats *counters, confirmed func(int)) *publisher {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &publisher{
 		url:       url,
 		exchange:  exchange,
 		name:      "data connection " + token,
-		tls:       tlsBase,
+		settings:  settings,
 		log:       log,
 		stats:     stats,
 		confirmed: confirmed,
@@ -123,7 +122,7 @@ func (p *publisher) start(ctx context.Context) error {
 }
 
 func (p *publisher) open(ctx context.Context) (*session, error) {
-	conn, err := dial(ctx, p.url, p.name, p.tls)
+	conn, err := dial(ctx, p.url, p.name, p.settings)
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -52,7 +51,7 @@ type rpcResult struct {
 type mgmtLink struct {
 	token    string
 	url      string
-	tls      *tls.Config
+	settings connSettings
 	log      *slog.Logger
 	handlers map[string]rpcHandler
 
@@ -76,14 +75,14 @@ type mgmtLink struct {
 	busy   chan struct{} // one token per running handler
 }
 
-func newMgmtLink(url, token string, tlsBase *tls.Config, log *slog.Logger, handlers map[string]rpcHandler) *mgmtLink {
+func newMgmtLink(url, token string, settings connSettings, log *slog.Logger, handlers map[string]rpcHandler) *mgmtLink {
 	var random [6]byte
 	_, _ = rand.Read(random[:])
 	ctx, cancel := context.WithCancel(context.Background())
 	l := &mgmtLink{
 		token:      token,
 		url:        url,
-		tls:        tlsBase,
+		settings:   settings,
 		log:        log,
 		handlers:   handlers,
 		queue:      token + "-rpc",
@@ -101,7 +100,7 @@ func newMgmtLink(url, token string, tlsBase *tls.Config, log *slog.Logger, handl
 // connect opens the connection and sets up the RPC queue as the reference
 // does: exclusive "<token>-rpc", bound to metricq.broadcast, consumed.
 func (l *mgmtLink) connect(ctx context.Context) error {
-	conn, err := dial(ctx, l.url, "management connection "+l.token, l.tls)
+	conn, err := dial(ctx, l.url, "management connection "+l.token, l.settings)
 	if err != nil {
 		return err
 	}

@@ -96,9 +96,9 @@ type Source struct {
 // PEM CA bundle to trust; certfile and keyfile, a PEM client certificate
 // and key; server_name_indication (or server_name), the name to send and
 // verify instead of the URL's host; verify=verify_none (or
-// no_verify_ssl=1) turns verification off, with a warning. heartbeat,
-// connection_timeout, channel_max and auth_mechanism (e.g. external) are
-// passed on to amqp091-go. Other parameters, and TLS ones on amqp://, are
+// no_verify_ssl=1) turns verification off, with a warning. heartbeat (in
+// seconds) is WithHeartbeat's setting; connection_timeout, channel_max and
+// auth_mechanism (e.g. external) are passed on to amqp091-go. Other parameters, and TLS ones on amqp://, are
 // refused with ErrInvalid. The data connection keeps the management URL's
 // scheme and TLS parameters when the manager names a vhost.
 func NewSource(url, token string, opts ...Option) (*Source, error) {
@@ -120,6 +120,9 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 	}
 	if o.logger == nil {
 		o.logger = defaultLogger()
+	}
+	if o.heartbeat, err = heartbeatFor(url, o.heartbeat); err != nil {
+		return nil, err
 	}
 	if uri.Scheme == "amqps" {
 		// Read the CA and certificate files once now, so that a typo fails
@@ -146,6 +149,9 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 	s.stopCtx, s.stopCancel = context.WithCancel(context.Background())
 	s.budget.stop = s.stopCh
 	s.budget.onFull = s.logBufferFull
+	if o.heartbeat == 0 {
+		s.log.Warn("heartbeat=0: the broker chooses the heartbeat (RabbitMQ: 60 s), so a silent connection may go unnoticed for 90 s or more")
+	}
 	if tlsVerificationOff(url, o.tls) {
 		s.log.Warn("TLS certificate and host name verification is OFF for this source: anyone on the path can read the password and the data")
 	}
@@ -157,6 +163,10 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 		"config":   s.onConfigRPC,
 	}
 	return s, nil
+}
+
+func (s *Source) connSettings() connSettings {
+	return connSettings{tls: s.opts.tls, heartbeat: s.opts.heartbeat}
 }
 
 // Token returns the source's token.
@@ -211,7 +221,7 @@ func (s *Source) Connect(ctx context.Context) error {
 }
 
 func (s *Source) connect(ctx context.Context) error {
-	link := newMgmtLink(s.url, s.token, s.opts.tls, s.log, s.handlers)
+	link := newMgmtLink(s.url, s.token, s.connSettings(), s.log, s.handlers)
 	if err := link.connect(ctx); err != nil {
 		link.close()
 		return err
@@ -235,7 +245,7 @@ func (s *Source) connect(ctx context.Context) error {
 		return err
 	}
 	s.dataAddress = address
-	pub := newPublisher(dataURL, exchange, s.token, s.opts.tls, s.log, &s.stats, s.budget.release)
+	pub := newPublisher(dataURL, exchange, s.token, s.connSettings(), s.log, &s.stats, s.budget.release)
 	pub.reconnectTimeout = s.opts.reconnectTimeout
 	pub.fatal = s.fail
 	pub.onRepublish = s.opts.onRepublish

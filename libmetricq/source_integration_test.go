@@ -110,7 +110,12 @@ func startManager(t *testing.T, cfg manager.Config) *manager.Manager {
 
 func connect(t *testing.T, token string, opts ...libmetricq.Option) *libmetricq.Source {
 	t.Helper()
-	src, err := libmetricq.NewSource(testenv.URL(t), token, opts...)
+	return connectURL(t, testenv.URL(t), token, opts...)
+}
+
+func connectURL(t *testing.T, url, token string, opts ...libmetricq.Option) *libmetricq.Source {
+	t.Helper()
+	src, err := libmetricq.NewSource(url, token, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,7 +138,7 @@ const minAttempt = 5 * time.Second
 // is down makes register wait (its durable queue keeps the request) until
 // ctx ends.
 func (s *Source) restoreMgmt(ctx context.Context) (*mgmtLink, error) {
-	l := newMgmtLink(s.url, s.token, s.opts.tls, s.log, s.handlers)
+	l := newMgmtLink(s.url, s.token, s.connSettings(), s.log, s.handlers)
 	if err := l.connect(ctx); err != nil {
 		l.close()
 		return nil, err

@@ -5,7 +5,9 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -27,9 +29,10 @@ import (
 //	no_verify_ssl=1               (logged as a warning; never do this in
 //	                              production)
 //
-// Also accepted, with amqp091-go's meaning: heartbeat (seconds),
-// connection_timeout (ms), channel_max, auth_mechanism (plain, amqplain,
-// external). The names follow the RabbitMQ URI query parameter spec; the
+// heartbeat (whole seconds) is the source's heartbeat, as WithHeartbeat;
+// heartbeat=0 leaves the interval to the broker (RabbitMQ: 60 s).
+// Also accepted, with amqp091-go's meaning: connection_timeout (ms),
+// channel_max, auth_mechanism (plain, amqplain, external). The names follow the RabbitMQ URI query parameter spec; the
 // aliases cafile, server_name and no_verify_ssl are those of aiormq, which
 // the Python reference uses. Other parameters are refused.
 var (
@@ -67,12 +70,49 @@ func parseBrokerURL(raw string) (amqp.URI, error) {
 				strings.Join(append(slices.Clone(tlsQueryKeys), otherQueryKeys...), ", "))
 		}
 	}
+	if _, _, err := heartbeatOf(query); err != nil {
+		return amqp.URI{}, fmt.Errorf("%w: broker URL %s: %v", ErrInvalid, RedactURL(raw), err)
+	}
 	if uri.Scheme == "amqps" {
 		if _, err := tlsParamsOf(u); err != nil {
 			return amqp.URI{}, fmt.Errorf("%w: broker URL %s: %v", ErrInvalid, RedactURL(raw), err)
 		}
 	}
 	return uri, nil
+}
+
+// heartbeatOf reads a URL's heartbeat parameter.
+func heartbeatOf(query url.Values) (d time.Duration, given bool, err error) {
+	if !query.Has("heartbeat") {
+		return 0, false, nil
+	}
+	v := query.Get("heartbeat")
+	seconds, err := strconv.ParseUint(v, 10, 16)
+	if err != nil {
+		return 0, true, fmt.Errorf("heartbeat=%q: want whole seconds from 0 to 65535", v)
+	}
+	return time.Duration(seconds) * time.Second, true, nil
+}
+
+// heartbeatFor settles a source's heartbeat from its option and its URL,
+// which must not disagree.
+func heartbeatFor(rawURL string, option time.Duration) (time.Duration, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return 0, fmt.Errorf("%w: broker URL %s", ErrInvalid, RedactURL(rawURL))
+	}
+	fromURL, given, err := heartbeatOf(u.Query())
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("%w: broker URL %s: %v", ErrInvalid, RedactURL(rawURL), err)
+	case given && option != 0 && fromURL != option:
+		return 0, fmt.Errorf("%w: heartbeat %v (option) and heartbeat=%d (URL) disagree: give one", ErrInvalid, option, fromURL/time.Second)
+	case option != 0:
+		return option, nil
+	case given:
+		return fromURL, nil
+	}
+	return DefaultHeartbeat, nil
 }
 
 // RedactURL replaces the password of a URL with "xxxxx" so that it can be

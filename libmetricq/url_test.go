@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -125,5 +126,39 @@ func TestPasswordOfAndRedaction(t *testing.T) {
 	text := redactText("login as u with p@ss and p%40ss failed", "amqp://u:p%40ss@host/")
 	if strings.Contains(text, "p@ss") || strings.Contains(text, "p%40ss") {
 		t.Errorf("redactText left the password: %s", text)
+	}
+}
+
+func TestHeartbeatSetting(t *testing.T) {
+	good := []struct {
+		url    string
+		option time.Duration
+		want   time.Duration
+	}{
+		{"amqp://h/", 0, DefaultHeartbeat},
+		{"amqp://h/?heartbeat=3", 0, 3 * time.Second},
+		{"amqp://h/?heartbeat=0", 0, 0},
+		{"amqp://h/", 7 * time.Second, 7 * time.Second},
+		{"amqp://h/?heartbeat=7", 7 * time.Second, 7 * time.Second},
+	}
+	for _, c := range good {
+		got, err := heartbeatFor(c.url, c.option)
+		if err != nil || got != c.want {
+			t.Errorf("%s with option %v: %v, %v; want %v", c.url, c.option, got, err, c.want)
+		}
+	}
+	for _, raw := range []string{"amqp://u:hunter2@h/?heartbeat=x", "amqp://u:hunter2@h/?heartbeat=-1", "amqp://u:hunter2@h/?heartbeat=70000", "amqp://u:hunter2@h/?heartbeat=1.5"} {
+		_, err := parseBrokerURL(raw)
+		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "heartbeat") || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%s: want ErrInvalid naming heartbeat, got %v", RedactURL(raw), err)
+		}
+	}
+	if _, err := heartbeatFor("amqp://h/?heartbeat=5", 6*time.Second); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "disagree") {
+		t.Errorf("option and URL disagreeing: %v", err)
+	}
+	for _, d := range []time.Duration{0, 500 * time.Millisecond, 1500 * time.Millisecond, 65536 * time.Second, -time.Second} {
+		if _, err := NewSource("amqp://h/", "tok", WithHeartbeat(d)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("WithHeartbeat(%v): want ErrInvalid, got %v", d, err)
+		}
 	}
 }

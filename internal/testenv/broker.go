@@ -220,6 +220,7 @@ type Connection struct {
 	Vhost            string         `json:"vhost"`
 	SSL              bool           `json:"ssl"`
 	State            string         `json:"state"`
+	Heartbeat        int            `json:"timeout"` // negotiated, in seconds
 	ClientProperties map[string]any `json:"client_properties"`
 }
 
@@ -236,7 +237,7 @@ func (c Connection) ClientName() string {
 func (a *API) Connections(t testing.TB) []Connection {
 	t.Helper()
 	var out []Connection
-	if err := json.Unmarshal(a.Must(t, http.MethodGet, "connections?columns=name,user,vhost,ssl,state,client_properties", nil), &out); err != nil {
+	if err := json.Unmarshal(a.Must(t, http.MethodGet, "connections?columns=name,user,vhost,ssl,state,timeout,client_properties", nil), &out); err != nil {
 		t.Fatalf("connections: %v", err)
 	}
 	return out

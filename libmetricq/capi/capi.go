@@ -6,11 +6,12 @@
 // entry points in front of these libmq_go_* exports (a forked child must
 // fail before it enters Go).
 //
-// Rules every export keeps: it recovers panics (MQ_ERR_INTERNAL, with the
-// text in mq_last_error), it looks the handle up in a table so that a freed
-// or forged handle is MQ_ERR_INVALID, and on failure it sets the calling
-// thread's mq_last_error (an exported function runs on the calling C
-// thread) from a text without the URL's password.
+// Rules every export keeps, by running its work through run (and
+// onSource, status, timed or global on top of it): a panic is recovered
+// (MQ_ERR_INTERNAL, with the text in mq_last_error), the handle is looked
+// up in a table so that a freed or forged handle is MQ_ERR_INVALID, and a
+// failure sets the calling thread's mq_last_error (an exported function
+// runs on the calling C thread) from a text without the URL's password.
 //
 // Handles, user pointers and function pointers cross the boundary as
 // uintptr_t: Go never holds a foreign value in a pointer-typed variable,
@@ -31,6 +32,7 @@ import (
 	"log/slog"
 	"math"
 	"math/bits"
+	"time"
 	"unsafe"
 
 	"github.com/libmetricq/libmetricq/libmetricq"
@@ -66,31 +68,57 @@ func fail(s *syncsource.Source, err error) C.int {
 	return C.int(syncsource.Status(err))
 }
 
-// recoverStatus turns a panic in an export into MQ_ERR_INTERNAL.
-func recoverStatus(status *C.int) {
-	if r := recover(); r != nil {
-		*status = C.int(syncsource.StatusIntern)
-		setLastError(syncsource.PanicError(r).Error())
+// run is the frame every export's work runs in, so that the rules of the
+// package comment are kept in one place: a panic becomes MQ_ERR_INTERNAL
+// with its text (no Go panic crosses into C), and a failure sets the
+// calling thread's mq_last_error, redacted by *s once op has found its
+// source (s may point to nil), and becomes its negative status. op returns
+// what C gets on success: a count, a length or 0.
+func run(s **syncsource.Source, op func() (int64, error)) (result int64) {
+	defer func() {
+		if r := recover(); r != nil {
+			result = int64(fail(*s, syncsource.PanicError(r)))
+		}
+	}()
+	n, err := op()
+	if err != nil {
+		return int64(fail(*s, err))
 	}
+	return n
 }
 
-// countOrStatus ends the exports that return a count, or a negative
-// status in its place: a failure set in *status, or a panic, replaces the
-// count.
-func countOrStatus(status *C.int, count *C.int64_t) {
-	if r := recover(); r != nil {
-		*status = C.int(syncsource.StatusIntern)
-		setLastError(syncsource.PanicError(r).Error())
-	}
-	if *status != 0 {
-		*count = C.int64_t(*status)
-	}
+// onSource runs op on the source of a live handle; a freed or forged
+// handle is MQ_ERR_INVALID.
+func onSource(src C.uintptr_t, op func(s *syncsource.Source) (int64, error)) int64 {
+	var s *syncsource.Source
+	return run(&s, func() (int64, error) {
+		if s = lookup(src); s == nil {
+			return 0, errBadHandle
+		}
+		return op(s)
+	})
 }
 
-func recoverVoid() {
-	if r := recover(); r != nil {
-		setLastError(syncsource.PanicError(r).Error())
-	}
+// status is onSource for the exports that return only a status.
+func status(src C.uintptr_t, op func(s *syncsource.Source) error) C.int {
+	return C.int(onSource(src, func(s *syncsource.Source) (int64, error) { return 0, op(s) }))
+}
+
+// timed is status for the exports with a timeout, which is checked first.
+func timed(src C.uintptr_t, timeout C.double, op func(s *syncsource.Source, d time.Duration) error) C.int {
+	return status(src, func(s *syncsource.Source) error {
+		d, err := syncsource.Timeout(float64(timeout))
+		if err != nil {
+			return err
+		}
+		return op(s, d)
+	})
+}
+
+// global is status for the exports that concern no source.
+func global(op func() error) C.int {
+	var none *syncsource.Source
+	return C.int(run(&none, func() (int64, error) { return 0, op() }))
 }
 
 func lookup(src C.uintptr_t) *syncsource.Source { return handles.Lookup(uintptr(src)) }
@@ -166,17 +194,31 @@ func copyBytes(p *C.char) ([]byte, error) {
 	return C.GoBytes(unsafe.Pointer(p), C.int(n)), nil
 }
 
+// parseJSON reads a C string (NULL: no text) with parse.
+func parseJSON[T any](p *C.char, parse func(text []byte) (T, error)) (T, error) {
+	text, err := copyBytes(p)
+	if err != nil {
+		var none T
+		return none, err
+	}
+	return parse(text)
+}
+
 //export libmq_go_version
 func libmq_go_version() *C.char { return versionText }
 
 //export libmq_go_source_create
-func libmq_go_source_create(url, token *C.char) (h C.uintptr_t) {
-	defer recoverVoid()
-	s, err := create(url, token)
-	if err != nil {
-		return 0
-	}
-	return C.uintptr_t(register(s))
+func libmq_go_source_create(url, token *C.char) C.uintptr_t {
+	var id uintptr
+	global(func() error {
+		s, err := create(url, token)
+		if err != nil {
+			return err
+		}
+		id = register(s)
+		return nil
+	})
+	return C.uintptr_t(id)
 }
 
 // register gives s its handle. When the source begins to stop, for
@@ -188,172 +230,118 @@ func register(s *syncsource.Source) uintptr {
 	return id
 }
 
+// redacted is an error whose text has had the URL's password taken out,
+// for the failures that happen before a source exists to redact them.
+type redacted struct {
+	text string
+	err  error
+}
+
+func (e redacted) Error() string { return e.text }
+func (e redacted) Unwrap() error { return e.err }
+
 func create(url, token *C.char) (*syncsource.Source, error) {
 	u, err := copyString(url, "url")
 	if err != nil {
-		fail(nil, err)
 		return nil, err
 	}
 	t, err := copyString(token, "token")
 	if err != nil {
-		fail(nil, err)
 		return nil, err
 	}
 	s, err := syncsource.New(u, t)
 	if err != nil {
-		setLastError(syncsource.RedactPassword(u, err.Error()))
-		return nil, err
+		return nil, redacted{syncsource.RedactPassword(u, err.Error()), err}
 	}
 	return s, nil
 }
 
 //export libmq_go_source_new
-func libmq_go_source_new(url, token *C.char, timeout C.double) (h C.uintptr_t) {
-	defer recoverVoid()
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		fail(nil, err)
-		return 0
-	}
-	s, err := create(url, token)
-	if err != nil {
-		return 0
-	}
-	id := register(s)
-	if err := s.Connect(d); err != nil {
-		fail(s, err)
-		handles.Release(id)
-		s.Close(false, false)
-		C.libmq_stage_unregister(C.uintptr_t(id))
-		return 0
-	}
+func libmq_go_source_new(url, token *C.char, timeout C.double) C.uintptr_t {
+	var id uintptr
+	global(func() error {
+		d, err := syncsource.Timeout(float64(timeout))
+		if err != nil {
+			return err
+		}
+		s, err := create(url, token)
+		if err != nil {
+			return err
+		}
+		handle := register(s)
+		if err := s.Connect(d); err != nil {
+			text := s.ErrorText(err)
+			handles.Release(handle)
+			s.Close(false, false)
+			C.libmq_stage_unregister(C.uintptr_t(handle))
+			return redacted{text, err}
+		}
+		id = handle
+		return nil
+	})
 	return C.uintptr_t(id)
 }
 
 //export libmq_go_source_connect
-func libmq_go_source_connect(src C.uintptr_t, timeout C.double) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		return fail(s, err)
-	}
-	if err := s.Connect(d); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_connect(src C.uintptr_t, timeout C.double) C.int {
+	return timed(src, timeout, (*syncsource.Source).Connect)
 }
 
 //export libmq_go_source_set_max_buffered
-func libmq_go_source_set_max_buffered(src C.uintptr_t, points C.int64_t) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	if err := s.SetMaxBuffered(int64(points)); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_set_max_buffered(src C.uintptr_t, points C.int64_t) C.int {
+	return status(src, func(s *syncsource.Source) error { return s.SetMaxBuffered(int64(points)) })
 }
 
 //export libmq_go_source_declare
-func libmq_go_source_declare(src C.uintptr_t, metric, metadataJSON *C.char, timeout C.double) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		return fail(s, err)
-	}
-	name, err := copyString(metric, "metric name")
-	if err != nil {
-		return fail(s, err)
-	}
-	text, err := copyBytes(metadataJSON)
-	if err != nil {
-		return fail(s, err)
-	}
-	md, err := syncsource.ParseMetadata(text)
-	if err != nil {
-		return fail(s, err)
-	}
-	if err := s.Declare(map[string]libmetricq.Metadata{name: md}, d); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_declare(src C.uintptr_t, metric, metadataJSON *C.char, timeout C.double) C.int {
+	return timed(src, timeout, func(s *syncsource.Source, d time.Duration) error {
+		name, err := copyString(metric, "metric name")
+		if err != nil {
+			return err
+		}
+		md, err := parseJSON(metadataJSON, syncsource.ParseMetadata)
+		if err != nil {
+			return err
+		}
+		return s.Declare(map[string]libmetricq.Metadata{name: md}, d)
+	})
 }
 
 //export libmq_go_source_declare_many
-func libmq_go_source_declare_many(src C.uintptr_t, metricsJSON *C.char, timeout C.double) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		return fail(s, err)
-	}
-	if metricsJSON == nil {
-		return fail(s, invalidf("metrics JSON is NULL"))
-	}
-	text, err := copyBytes(metricsJSON)
-	if err != nil {
-		return fail(s, err)
-	}
-	metrics, err := syncsource.ParseMetricSet(text)
-	if err != nil {
-		return fail(s, err)
-	}
-	if err := s.Declare(metrics, d); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_declare_many(src C.uintptr_t, metricsJSON *C.char, timeout C.double) C.int {
+	return timed(src, timeout, func(s *syncsource.Source, d time.Duration) error {
+		if metricsJSON == nil {
+			return invalidf("metrics JSON is NULL")
+		}
+		metrics, err := parseJSON(metricsJSON, syncsource.ParseMetricSet)
+		if err != nil {
+			return err
+		}
+		return s.Declare(metrics, d)
+	})
 }
 
 //export libmq_go_source_set_chunk_size
-func libmq_go_source_set_chunk_size(src C.uintptr_t, metric *C.char, chunkSize C.int64_t) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	var name *string
-	if metric != nil {
-		n := C.GoString(metric)
-		name = &n
-	}
-	if err := s.SetChunkSize(name, int64(chunkSize)); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_set_chunk_size(src C.uintptr_t, metric *C.char, chunkSize C.int64_t) C.int {
+	return status(src, func(s *syncsource.Source) error {
+		var name *string
+		if metric != nil {
+			n := C.GoString(metric)
+			name = &n
+		}
+		return s.SetChunkSize(name, int64(chunkSize))
+	})
 }
 
 //export libmq_go_source_send
-func libmq_go_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, value C.double, timeout C.double) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		return fail(s, err)
-	}
-	name, err := borrowName(metric)
-	if err != nil {
-		return fail(s, err)
-	}
-	if err := s.Send(name, int64(timeNs), float64(value), d); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, value C.double, timeout C.double) C.int {
+	return timed(src, timeout, func(s *syncsource.Source, d time.Duration) error {
+		name, err := borrowName(metric)
+		if err != nil {
+			return err
+		}
+		return s.Send(name, int64(timeNs), float64(value), d)
+	})
 }
 
 // libmq_go_stage_state tells stage.c where a declared metric stands, so
@@ -361,30 +349,27 @@ func libmq_go_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, val
 // stopped, undeclared, bad name) means: do not stage, send directly.
 //
 //export libmq_go_stage_state
-func libmq_go_stage_state(src C.uintptr_t, metric *C.char, out *C.libmq_metric_state) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	name, err := borrowName(metric)
-	if err != nil {
-		return fail(s, err)
-	}
-	st, err := s.MetricState(name)
-	if err != nil {
-		return fail(s, err)
-	}
-	*out = C.libmq_metric_state{
-		chunk_size:   C.int64_t(st.ChunkSize),
-		open:         C.int64_t(st.Open),
-		last:         C.int64_t(st.Last),
-		max_buffered: C.int64_t(s.MaxBuffered()),
-	}
-	if st.HasLast {
-		out.has_last = 1
-	}
-	return 0
+func libmq_go_stage_state(src C.uintptr_t, metric *C.char, out *C.libmq_metric_state) C.int {
+	return status(src, func(s *syncsource.Source) error {
+		name, err := borrowName(metric)
+		if err != nil {
+			return err
+		}
+		st, err := s.MetricState(name)
+		if err != nil {
+			return err
+		}
+		*out = C.libmq_metric_state{
+			chunk_size:   C.int64_t(st.ChunkSize),
+			open:         C.int64_t(st.Open),
+			last:         C.int64_t(st.Last),
+			max_buffered: C.int64_t(s.MaxBuffered()),
+		}
+		if st.HasLast {
+			out.has_last = 1
+		}
+		return nil
+	})
 }
 
 // libmq_go_stage_reserve takes buffer space for staged points: with wait
@@ -393,42 +378,31 @@ func libmq_go_stage_state(src C.uintptr_t, metric *C.char, out *C.libmq_metric_s
 // result is a status.
 //
 //export libmq_go_stage_reserve
-func libmq_go_stage_reserve(src C.uintptr_t, metric *C.char, n C.int64_t, timeout C.double, wait C.int) (result C.int64_t) {
-	var status C.int
-	defer countOrStatus(&status, &result)
-	s := lookup(src)
-	if s == nil {
-		status = fail(nil, errBadHandle)
-		return 0
-	}
-	if wait == 0 {
-		return C.int64_t(s.TryReserve(int(n)))
-	}
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		status = fail(s, err)
-		return 0
-	}
-	name, err := borrowName(metric)
-	if err != nil {
-		status = fail(s, err)
-		return 0
-	}
-	if err := s.Reserve(name, int(n), d); err != nil {
-		status = fail(s, err)
-		return 0
-	}
-	return n
+func libmq_go_stage_reserve(src C.uintptr_t, metric *C.char, n C.int64_t, timeout C.double, wait C.int) C.int64_t {
+	return C.int64_t(onSource(src, func(s *syncsource.Source) (int64, error) {
+		if wait == 0 {
+			return int64(s.TryReserve(int(n))), nil
+		}
+		d, err := syncsource.Timeout(float64(timeout))
+		if err != nil {
+			return 0, err
+		}
+		name, err := borrowName(metric)
+		if err != nil {
+			return 0, err
+		}
+		return int64(n), s.Reserve(name, int(n), d)
+	}))
 }
 
 // libmq_go_stage_unreserve gives back reserved space no point will use.
 //
 //export libmq_go_stage_unreserve
 func libmq_go_stage_unreserve(src C.uintptr_t, n C.int64_t) {
-	defer recoverVoid()
-	if s := lookup(src); s != nil {
+	status(src, func(s *syncsource.Source) error {
 		s.Unreserve(int(n))
-	}
+		return nil
+	})
 }
 
 // libmq_go_stage_handover accepts staged points whose space is reserved,
@@ -437,248 +411,183 @@ func libmq_go_stage_unreserve(src C.uintptr_t, n C.int64_t) {
 // negative status; nothing is reserved when the points are refused.
 //
 //export libmq_go_stage_handover
-func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, more C.int64_t) (result C.int64_t) {
-	var status C.int
-	defer countOrStatus(&status, &result)
-	s := lookup(src)
-	if s == nil {
-		status = fail(nil, errBadHandle)
-		return 0
-	}
-	name, err := borrowName(metric)
-	if err != nil {
-		status = fail(s, err)
-		return 0
-	}
-	if count == 0 || count > maxBatch || timeNs == nil || values == nil {
-		status = fail(s, invalidf("bad staged batch of %d points", uint64(count)))
-		return 0
-	}
-	times := unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
-	vals := unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
-	if err := s.SendBatchReserved(name, times, vals); err != nil {
-		status = fail(s, err)
-		return 0
-	}
-	if more > 0 {
-		return C.int64_t(s.TryReserve(int(more)))
-	}
-	return 0
+func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, more C.int64_t) C.int64_t {
+	return C.int64_t(onSource(src, func(s *syncsource.Source) (int64, error) {
+		name, err := borrowName(metric)
+		if err != nil {
+			return 0, err
+		}
+		if count == 0 || count > maxBatch || timeNs == nil || values == nil {
+			return 0, invalidf("bad staged batch of %d points", uint64(count))
+		}
+		times := unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
+		vals := unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
+		if err := s.SendBatchReserved(name, times, vals); err != nil {
+			return 0, err
+		}
+		if more > 0 {
+			return int64(s.TryReserve(int(more))), nil
+		}
+		return 0, nil
+	}))
 }
 
 // libmq_go_stage_core is the number of the source's latest core (0: none
 // yet); after a successful connect, the connected one.
 //
 //export libmq_go_stage_core
-func libmq_go_stage_core(src C.uintptr_t) (core C.uint64_t) {
-	defer recoverVoid()
-	if s := lookup(src); s != nil {
-		return C.uint64_t(s.CoreNumber())
-	}
-	return 0
+func libmq_go_stage_core(src C.uintptr_t) C.uint64_t {
+	return C.uint64_t(onSource(src, func(s *syncsource.Source) (int64, error) {
+		return int64(s.CoreNumber()), nil
+	}))
 }
 
 // libmq_go_stage_order_error reports a point that stage.c refused for its
 // timestamp, in the words the core uses for the same refusal.
 //
 //export libmq_go_stage_order_error
-func libmq_go_stage_order_error(src C.uintptr_t, metric *C.char, timeNs, last C.int64_t) (status C.int) {
-	defer recoverStatus(&status)
-	err := libmetricq.OrderError(C.GoString(metric), libmetricq.Timestamp(timeNs), libmetricq.Timestamp(last))
-	return fail(lookup(src), err)
+func libmq_go_stage_order_error(src C.uintptr_t, metric *C.char, timeNs, last C.int64_t) C.int {
+	return status(src, func(*syncsource.Source) error {
+		return libmetricq.OrderError(C.GoString(metric), libmetricq.Timestamp(timeNs), libmetricq.Timestamp(last))
+	})
 }
 
 // maxBatch bounds count before it becomes a slice length.
 const maxBatch = 1 << 40
 
 //export libmq_go_source_send_batch
-func libmq_go_source_send_batch(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, timeout C.double) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		return fail(s, err)
-	}
-	name, err := borrowName(metric)
-	if err != nil {
-		return fail(s, err)
-	}
-	if count > maxBatch {
-		return fail(s, invalidf("batch of %d points is too large", uint64(count)))
-	}
-	if count > 0 && (timeNs == nil || values == nil) {
-		return fail(s, invalidf("time_ns or values is NULL"))
-	}
-	var times []libmetricq.Timestamp
-	var vals []float64
-	if count > 0 {
-		times = unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
-		vals = unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
-	}
-	if err := s.SendBatch(name, times, vals, d); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_send_batch(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, timeout C.double) C.int {
+	return timed(src, timeout, func(s *syncsource.Source, d time.Duration) error {
+		name, err := borrowName(metric)
+		if err != nil {
+			return err
+		}
+		if count > maxBatch {
+			return invalidf("batch of %d points is too large", uint64(count))
+		}
+		if count > 0 && (timeNs == nil || values == nil) {
+			return invalidf("time_ns or values is NULL")
+		}
+		var times []libmetricq.Timestamp
+		var vals []float64
+		if count > 0 {
+			times = unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
+			vals = unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
+		}
+		return s.SendBatch(name, times, vals, d)
+	})
 }
 
 //export libmq_go_source_flush
-func libmq_go_source_flush(src C.uintptr_t, timeout C.double) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		return fail(s, err)
-	}
-	if err := s.Flush(d); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_flush(src C.uintptr_t, timeout C.double) C.int {
+	return timed(src, timeout, (*syncsource.Source).Flush)
 }
 
 //export libmq_go_source_config
-func libmq_go_source_config(src C.uintptr_t, buf *C.char, size C.size_t) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	if buf == nil && size > 0 {
-		return fail(s, invalidf("buf is NULL but size is %d", uint64(size)))
-	}
-	text, err := s.Config()
-	if err != nil {
-		return fail(s, err)
-	}
-	if len(text) > math.MaxInt32 {
-		return fail(s, fmt.Errorf("%w: configuration of %d bytes does not fit an int", syncsource.ErrInternal, len(text)))
-	}
-	if size > 0 {
-		n := min(uint64(len(text)), uint64(size)-1)
-		out := unsafe.Slice((*byte)(unsafe.Pointer(buf)), n+1)
-		copy(out, text[:n])
-		out[n] = 0
-	}
-	return C.int(len(text))
+func libmq_go_source_config(src C.uintptr_t, buf *C.char, size C.size_t) C.int {
+	return C.int(onSource(src, func(s *syncsource.Source) (int64, error) {
+		if buf == nil && size > 0 {
+			return 0, invalidf("buf is NULL but size is %d", uint64(size))
+		}
+		text, err := s.Config()
+		if err != nil {
+			return 0, err
+		}
+		if len(text) > math.MaxInt32 {
+			return 0, fmt.Errorf("%w: configuration of %d bytes does not fit an int", syncsource.ErrInternal, len(text))
+		}
+		if size > 0 {
+			n := min(uint64(len(text)), uint64(size)-1)
+			out := unsafe.Slice((*byte)(unsafe.Pointer(buf)), n+1)
+			copy(out, text[:n])
+			out[n] = 0
+		}
+		return int64(len(text)), nil
+	}))
 }
 
 //export libmq_go_source_stop
-func libmq_go_source_stop(src C.uintptr_t, timeout C.double) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	d, err := syncsource.Timeout(float64(timeout))
-	if err != nil {
-		return fail(s, err)
-	}
-	if C.libmq_in_config() == src {
-		return fail(s, invalidf("mq_source_stop called from the source's configuration hook: it would wait for the hook; return non-zero from the hook, or stop from another thread"))
-	}
-	if err := s.Stop(d, C.libmq_in_update() == src); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_stop(src C.uintptr_t, timeout C.double) C.int {
+	return timed(src, timeout, func(s *syncsource.Source, d time.Duration) error {
+		if C.libmq_in_config() == src {
+			return invalidf("mq_source_stop called from the source's configuration hook: it would wait for the hook; return non-zero from the hook, or stop from another thread")
+		}
+		return s.Stop(d, C.libmq_in_update() == src)
+	})
 }
 
 //export libmq_go_source_free
 func libmq_go_source_free(src C.uintptr_t) {
-	defer recoverVoid()
-	if src == 0 {
-		return
-	}
-	s := handles.Release(uintptr(src))
-	if s == nil {
-		setLastError(errBadHandle.Error())
-		return
-	}
-	s.Close(C.libmq_in_update() == src, C.libmq_in_config() == src)
+	global(func() error {
+		if src == 0 {
+			return nil
+		}
+		s := handles.Release(uintptr(src))
+		if s == nil {
+			return errBadHandle
+		}
+		s.Close(C.libmq_in_update() == src, C.libmq_in_config() == src)
+		return nil
+	})
 }
 
 //export libmq_go_source_set_config_handler
-func libmq_go_source_set_config_handler(src C.uintptr_t, fn C.uintptr_t, user C.uintptr_t) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	if fn == 0 {
-		s.SetConfigHook(nil)
-		return 0
-	}
-	s.SetConfigHook(func(config []byte) int {
-		text := C.CString(string(config))
-		defer C.free(unsafe.Pointer(text))
-		return int(C.libmq_call_config(fn, src, text, user))
+func libmq_go_source_set_config_handler(src C.uintptr_t, fn C.uintptr_t, user C.uintptr_t) C.int {
+	return status(src, func(s *syncsource.Source) error {
+		if fn == 0 {
+			s.SetConfigHook(nil)
+			return nil
+		}
+		s.SetConfigHook(func(config []byte) int {
+			text := C.CString(string(config))
+			defer C.free(unsafe.Pointer(text))
+			return int(C.libmq_call_config(fn, src, text, user))
+		})
+		return nil
 	})
-	return 0
 }
 
 //export libmq_go_source_run_interval
-func libmq_go_source_run_interval(src C.uintptr_t, period C.double, fn C.uintptr_t, user C.uintptr_t) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	if fn == 0 {
-		return fail(s, invalidf("update function is NULL"))
-	}
-	err := s.RunInterval(float64(period), func() int {
-		return int(C.libmq_call_update(fn, src, user))
+func libmq_go_source_run_interval(src C.uintptr_t, period C.double, fn C.uintptr_t, user C.uintptr_t) C.int {
+	return status(src, func(s *syncsource.Source) error {
+		if fn == 0 {
+			return invalidf("update function is NULL")
+		}
+		return s.RunInterval(float64(period), func() int {
+			return int(C.libmq_call_update(fn, src, user))
+		})
 	})
-	if err != nil {
-		return fail(s, err)
-	}
-	return 0
 }
 
 //export libmq_go_source_set_period
-func libmq_go_source_set_period(src C.uintptr_t, period C.double) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	if err := s.SetPeriod(float64(period)); err != nil {
-		return fail(s, err)
-	}
-	return 0
+func libmq_go_source_set_period(src C.uintptr_t, period C.double) C.int {
+	return status(src, func(s *syncsource.Source) error { return s.SetPeriod(float64(period)) })
 }
 
 //export libmq_go_source_stats
-func libmq_go_source_stats(src C.uintptr_t, out unsafe.Pointer, size C.size_t) (status C.int) {
-	defer recoverStatus(&status)
-	s := lookup(src)
-	if s == nil {
-		return fail(nil, errBadHandle)
-	}
-	if out == nil {
-		return fail(s, invalidf("stats is NULL"))
-	}
-	st := s.Stats()
-	flag := func(b bool) C.uint64_t {
-		if b {
-			return 1
+func libmq_go_source_stats(src C.uintptr_t, out unsafe.Pointer, size C.size_t) C.int {
+	return status(src, func(s *syncsource.Source) error {
+		if out == nil {
+			return invalidf("stats is NULL")
 		}
-		return 0
-	}
-	values := [C.LIBMQ_STATS_FIELDS]C.uint64_t{
-		C.uint64_t(st.PointsAccepted), C.uint64_t(st.PointsPublished), C.uint64_t(st.PointsConfirmed),
-		C.uint64_t(st.ChunksPublished), C.uint64_t(st.ChunksConfirmed), C.uint64_t(st.BytesPublished),
-		C.uint64_t(st.BufferedPoints), C.uint64_t(st.Reconnects), C.uint64_t(st.PublishErrors),
-		C.uint64_t(st.BufferFullWaits), C.uint64_t(st.BlockedEvents), flag(st.Blocked),
-		C.uint64_t(st.ChunksRepublished), C.uint64_t(st.BufferFullTimeouts), C.uint64_t(st.PointsDropped),
-		C.uint64_t(st.ManagementReconnects), flag(st.DataConnected), flag(st.ManagementConnected),
-	}
-	C.libmq_fill_stats(out, size, &values[0])
-	return 0
+		st := s.Stats()
+		flag := func(b bool) C.uint64_t {
+			if b {
+				return 1
+			}
+			return 0
+		}
+		values := [C.LIBMQ_STATS_FIELDS]C.uint64_t{
+			C.uint64_t(st.PointsAccepted), C.uint64_t(st.PointsPublished), C.uint64_t(st.PointsConfirmed),
+			C.uint64_t(st.ChunksPublished), C.uint64_t(st.ChunksConfirmed), C.uint64_t(st.BytesPublished),
+			C.uint64_t(st.BufferedPoints), C.uint64_t(st.Reconnects), C.uint64_t(st.PublishErrors),
+			C.uint64_t(st.BufferFullWaits), C.uint64_t(st.BlockedEvents), flag(st.Blocked),
+			C.uint64_t(st.ChunksRepublished), C.uint64_t(st.BufferFullTimeouts), C.uint64_t(st.PointsDropped),
+			C.uint64_t(st.ManagementReconnects), flag(st.DataConnected), flag(st.ManagementConnected),
+		}
+		C.libmq_fill_stats(out, size, &values[0])
+		return nil
+	})
 }
 
 // Log levels of the C API (MQ_LOG_*).
@@ -704,36 +613,39 @@ func cLevel(l slog.Level) C.int {
 
 //export libmq_go_set_log_handler
 func libmq_go_set_log_handler(fn C.uintptr_t, user C.uintptr_t) {
-	defer recoverVoid()
-	if fn == 0 {
-		syncsource.SetLogHook(nil)
-		return
-	}
-	syncsource.SetLogHook(func(level slog.Level, line string) {
-		text := C.CString(line)
-		defer C.free(unsafe.Pointer(text))
-		C.libmq_call_log(fn, cLevel(level), text, user)
+	global(func() error {
+		if fn == 0 {
+			syncsource.SetLogHook(nil)
+			return nil
+		}
+		syncsource.SetLogHook(func(level slog.Level, line string) {
+			text := C.CString(line)
+			defer C.free(unsafe.Pointer(text))
+			C.libmq_call_log(fn, cLevel(level), text, user)
+		})
+		return nil
 	})
 }
 
 //export libmq_go_set_log_level
-func libmq_go_set_log_level(level C.int) (status C.int) {
-	defer recoverStatus(&status)
-	var l slog.Level
-	switch level {
-	case logDebug:
-		l = slog.LevelDebug
-	case logInfo:
-		l = slog.LevelInfo
-	case logWarn:
-		l = slog.LevelWarn
-	case logError:
-		l = slog.LevelError
-	case logOff:
-		l = syncsource.LevelOff
-	default:
-		return fail(nil, invalidf("log level %d: use MQ_LOG_DEBUG, _INFO, _WARN, _ERROR or _OFF", int(level)))
-	}
-	syncsource.SetLogLevel(l)
-	return 0
+func libmq_go_set_log_level(level C.int) C.int {
+	return global(func() error {
+		var l slog.Level
+		switch level {
+		case logDebug:
+			l = slog.LevelDebug
+		case logInfo:
+			l = slog.LevelInfo
+		case logWarn:
+			l = slog.LevelWarn
+		case logError:
+			l = slog.LevelError
+		case logOff:
+			l = syncsource.LevelOff
+		default:
+			return invalidf("log level %d: use MQ_LOG_DEBUG, _INFO, _WARN, _ERROR or _OFF", int(level))
+		}
+		syncsource.SetLogLevel(l)
+		return nil
+	})
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -20,21 +19,6 @@ import (
 // Metadata describes a metric: free-form JSON keys such as "unit", "rate",
 // "description" (see the MetricQ metadata conventions).
 type Metadata map[string]any
-
-// sourceMetric is one metric's buffer. mu guards everything below it; the
-// send path takes it once per point.
-type sourceMetric struct {
-	name string
-
-	mu        sync.Mutex
-	declared  bool
-	metadata  Metadata
-	chunkSize int
-	hasLast   bool
-	last      int64
-	open      *chunk // points accepted but not yet sealed
-	accepted  uint64 // points accepted, for Stats (counted here, under mu, rather than in a shared atomic)
-}
 
 // Source is a MetricQ Source. Create it with NewSource, then Connect (or
 // Run). Its methods are safe for concurrent use.
@@ -63,9 +47,7 @@ type Source struct {
 
 	defaultChunkSize atomic.Int64
 
-	// metrics is replaced, never modified, so Send reads it without a lock.
-	metrics   atomic.Pointer[map[string]*sourceMetric]
-	metricsMu sync.Mutex // serialises replacing it
+	metrics metricTable
 
 	configMu sync.Mutex
 	config   []byte // JSON of the latest configuration
@@ -156,8 +138,6 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 		s.log.Warn("TLS certificate and host name verification is OFF for this source: anyone on the path can read the password and the data")
 	}
 	s.defaultChunkSize.Store(int64(o.chunkSize))
-	empty := map[string]*sourceMetric{}
-	s.metrics.Store(&empty)
 	s.handlers = map[string]rpcHandler{
 		"discover": s.onDiscover,
 		"config":   s.onConfigRPC,
@@ -431,35 +411,14 @@ func (s *Source) Run(ctx context.Context) error {
 
 // metric returns the metric's buffer, creating it with the source's current
 // default chunk size.
-func (s *Source) metric(name string) *sourceMetric {
-	if m := (*s.metrics.Load())[name]; m != nil {
-		return m
-	}
-	s.metricsMu.Lock()
-	defer s.metricsMu.Unlock()
-	current := *s.metrics.Load()
-	if m := current[name]; m != nil {
-		return m
-	}
-	m := &sourceMetric{name: name, chunkSize: int(s.defaultChunkSize.Load())}
-	next := make(map[string]*sourceMetric, len(current)+1)
-	maps.Copy(next, current)
-	next[name] = m
-	s.metrics.Store(&next)
-	return m
-}
-
-func (s *Source) allMetrics() []*sourceMetric {
-	current := *s.metrics.Load()
-	all := make([]*sourceMetric, 0, len(current))
-	for _, m := range current {
-		all = append(all, m)
-	}
-	return all
+func (s *Source) metric(name string) *metric {
+	return s.metrics.getOrCreate(name, int(s.defaultChunkSize.Load()))
 }
 
 // DeclareMetrics declares metrics with their metadata to the manager. Every
-// name is checked first; nothing is declared if one is bad. "chunkSize" is
+// name is checked first; nothing is declared if one is bad. Its cost is
+// linear in len(metrics), whatever the number already declared.
+// "chunkSize" is
 // added to metadata that lacks it (null for manual flushing), as the
 // reference does.
 func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata) error {
@@ -476,23 +435,18 @@ func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata
 			}
 		}
 	}
-	request := make(map[string]Metadata, len(metrics))
-	declaring := make([]*sourceMetric, 0, len(metrics))
+	request := make(declarations, 0, len(metrics))
+	plain := map[int]json.RawMessage{}
 	for name, md := range metrics {
 		m := s.metric(name)
-		augmented := make(Metadata, len(md)+1)
-		maps.Copy(augmented, md)
-		if _, ok := augmented["chunkSize"]; !ok {
-			m.mu.Lock()
-			if m.chunkSize == ChunkSizeManual {
-				augmented["chunkSize"] = nil
-			} else {
-				augmented["chunkSize"] = m.chunkSize
-			}
-			m.mu.Unlock()
+		m.mu.Lock()
+		chunkSize := m.chunkSize
+		m.mu.Unlock()
+		encoded, err := encodeMetadata(md, chunkSize, plain)
+		if err != nil {
+			return &MetricError{Metric: name, Err: fmt.Errorf("%w: metadata cannot be encoded as JSON: %v", ErrInvalid, err)}
 		}
-		request[name] = augmented
-		declaring = append(declaring, m)
+		request = append(request, declaration{m: m, metadata: encoded})
 	}
 	if len(request) == 0 {
 		return nil
@@ -507,11 +461,11 @@ func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata
 			return fmt.Errorf("declare %d metrics: %w", len(request), err)
 		}
 		s.declMu.Lock()
-		for _, m := range declaring {
-			m.mu.Lock()
-			m.declared = true
-			m.metadata = request[m.name]
-			m.mu.Unlock()
+		for _, d := range request {
+			d.m.mu.Lock()
+			d.m.declared = true
+			d.m.declaration = d.metadata
+			d.m.mu.Unlock()
 		}
 		again := s.declEpoch != epoch
 		s.declMu.Unlock()
@@ -536,13 +490,13 @@ func (s *Source) DeclareMetricList(ctx context.Context, names []string) error {
 // DeclaredMetrics lists the declared metric names, sorted.
 func (s *Source) DeclaredMetrics() []string {
 	var names []string
-	for _, m := range s.allMetrics() {
+	s.metrics.each(func(m *metric) {
 		m.mu.Lock()
 		if m.declared {
 			names = append(names, m.name)
 		}
 		m.mu.Unlock()
-	}
+	})
 	sort.Strings(names)
 	return names
 }
@@ -584,27 +538,28 @@ func (s *Source) SetMetricChunkSize(metric string, n int) error {
 	m := s.metric(metric)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.chunkSize = n
-	if n != ChunkSizeManual && m.open != nil && len(m.open.times) >= n {
-		s.seal(m)
-	}
+	m.setChunkSize(s.pub(), n)
 	return nil
 }
 
-// MetricChunkSize returns a metric's chunk size.
+// MetricChunkSize returns a metric's chunk size: the default chunk size for
+// a metric not seen yet (asking does not create it).
 func (s *Source) MetricChunkSize(metric string) (int, error) {
 	if err := ValidateMetricName(metric); err != nil {
 		return 0, err
 	}
-	m := s.metric(metric)
+	m := s.metrics.lookup(metric)
+	if m == nil {
+		return s.ChunkSize(), nil
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.chunkSize, nil
 }
 
 // sendable finds a declared metric for Send.
-func (s *Source) sendable(metric string) (*sourceMetric, error) {
-	m := (*s.metrics.Load())[metric]
+func (s *Source) sendable(metric string) (*metric, error) {
+	m := s.metrics.lookup(metric)
 	if m == nil {
 		if err := ValidateMetricName(metric); err != nil {
 			return nil, err
@@ -636,17 +591,7 @@ func (s *Source) Send(ctx context.Context, metric string, t Timestamp, value flo
 		s.budget.release(1)
 		return err
 	}
-	c := m.open
-	if c == nil {
-		c = newChunk(m.name, m.chunkSize)
-		m.open = c
-	}
-	c.times = append(c.times, int64(t))
-	c.values = append(c.values, value)
-	m.last, m.hasLast = int64(t), true
-	if m.chunkSize != ChunkSizeManual && len(c.times) >= m.chunkSize {
-		s.seal(m)
-	}
+	m.add(s.pub(), int64(t), value)
 	m.accepted++
 	m.mu.Unlock()
 	return nil
@@ -660,18 +605,15 @@ func (s *Source) budgetErr(metric string, err error) error {
 }
 
 // admit checks, under m.mu, whether a point at time first may be added.
-func (s *Source) admit(m *sourceMetric, first int64) error {
+func (s *Source) admit(m *metric, first int64) error {
 	if err := s.takesPoints(m); err != nil {
 		return err
 	}
-	if m.hasLast && first <= m.last {
-		return OrderError(m.name, Timestamp(first), Timestamp(m.last))
-	}
-	return nil
+	return m.follows(first)
 }
 
 // takesPoints checks, under m.mu, whether the metric takes points at all.
-func (s *Source) takesPoints(m *sourceMetric) error {
+func (s *Source) takesPoints(m *metric) error {
 	if s.stopped.Load() {
 		return s.stoppedErr()
 	}
@@ -712,11 +654,7 @@ func (s *Source) MetricState(metric string) (MetricState, error) {
 	if err := s.takesPoints(m); err != nil {
 		return MetricState{}, err
 	}
-	st := MetricState{ChunkSize: m.chunkSize, Last: Timestamp(m.last), HasLast: m.hasLast}
-	if m.open != nil {
-		st.Open = len(m.open.times)
-	}
-	return st, nil
+	return m.state(), nil
 }
 
 // SendBatch accepts several points of one metric, all or none. times must
@@ -781,7 +719,7 @@ func (s *Source) SendBatchReserved(metric string, times []Timestamp, values []fl
 
 // batchable checks a batch that does not depend on the metric's state; a
 // nil metric with a nil error means an empty batch.
-func (s *Source) batchable(metric string, times []Timestamp, values []float64) (*sourceMetric, error) {
+func (s *Source) batchable(metric string, times []Timestamp, values []float64) (*metric, error) {
 	if len(times) != len(values) {
 		return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
 	}
@@ -799,54 +737,26 @@ func (s *Source) batchable(metric string, times []Timestamp, values []float64) (
 
 // appendBatch adds a checked batch whose buffer space is taken, sealing
 // chunks as they fill; counted says whether it counts as accepted here.
-func (s *Source) appendBatch(m *sourceMetric, times []Timestamp, values []float64, counted bool) error {
+func (s *Source) appendBatch(m *metric, times []Timestamp, values []float64, counted bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := s.admit(m, int64(times[0])); err != nil {
 		return err
 	}
-	last, count := times[len(times)-1], len(times)
-	for len(times) > 0 {
-		c := m.open
-		if c == nil {
-			c = newChunk(m.name, m.chunkSize)
-			m.open = c
-		}
-		take := len(times)
-		if m.chunkSize != ChunkSizeManual {
-			take = min(take, m.chunkSize-len(c.times))
-		}
-		c.times = append(c.times, timestampsAsInt64(times[:take])...)
-		c.values = append(c.values, values[:take]...)
-		times, values = times[take:], values[take:]
-		if m.chunkSize != ChunkSizeManual && len(c.times) >= m.chunkSize {
-			s.seal(m)
-		}
-	}
-	m.last, m.hasLast = int64(last), true
+	m.addBatch(s.pub(), timestampsAsInt64(times), values)
 	if counted {
-		m.accepted += uint64(count)
+		m.accepted += uint64(len(times))
 	}
 	return nil
 }
 
-// seal hands the metric's open chunk to the publisher; m.mu is held. Taking
-// the buffer out under the lock is what keeps concurrent flushes from
-// publishing overlapping chunks.
-func (s *Source) seal(m *sourceMetric) {
-	if m.open == nil || len(m.open.times) == 0 {
-		return
-	}
-	s.pub().enqueue(m.open)
-	m.open = nil
-}
-
 func (s *Source) sealAll() {
-	for _, m := range s.allMetrics() {
+	pub := s.pub()
+	s.metrics.each(func(m *metric) {
 		m.mu.Lock()
-		s.seal(m)
+		m.seal(pub)
 		m.mu.Unlock()
-	}
+	})
 }
 
 // Flush publishes every buffered point and returns once the broker has
@@ -985,10 +895,10 @@ func timestampsAsInt64(ts []Timestamp) []int64 {
 
 func (s *Source) pointsAccepted() uint64 {
 	var n uint64
-	for _, m := range s.allMetrics() {
+	s.metrics.each(func(m *metric) {
 		m.mu.Lock()
 		n += m.accepted
 		m.mu.Unlock()
-	}
+	})
 	return n
 }

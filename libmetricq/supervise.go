@@ -158,14 +158,14 @@ func (s *Source) restoreMgmt(ctx context.Context) (*mgmtLink, error) {
 	}
 	s.declMu.Lock()
 	s.declEpoch++
-	declared := map[string]Metadata{}
-	for _, m := range s.allMetrics() {
+	declared := make(declarations, 0, s.metrics.len())
+	s.metrics.each(func(m *metric) {
 		m.mu.Lock()
 		if m.declared {
-			declared[m.name] = m.metadata
+			declared = append(declared, declaration{m: m, metadata: m.declaration})
 		}
 		m.mu.Unlock()
-	}
+	})
 	s.declMu.Unlock()
 	if len(declared) > 0 {
 		if _, err := l.call(ctx, "source.declare_metrics", map[string]any{"metrics": declared}); err != nil {

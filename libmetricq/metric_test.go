@@ -1,0 +1,97 @@
+package libmetricq
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+)
+
+// The hand-written declare_metrics payload must read back as the map
+// json.Marshal would have produced, for names that need escaping too.
+func TestDeclarationsEncodeAsObject(t *testing.T) {
+	plain := map[int]json.RawMessage{}
+	names := []string{"plain.name", `quote".back\slash`, "tab\tand\x01ctl", "ünïcode.µ", "html<&>"}
+	mds := []Metadata{nil, {"unit": "W"}, {"chunkSize": 7}, {}, {"rate": 2.5, "nested": map[string]any{"a": []any{1.0, "b"}}}}
+	var d declarations
+	want := map[string]map[string]any{}
+	for i, name := range names {
+		encoded, err := encodeMetadata(mds[i], 10, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d = append(d, declaration{m: &metric{name: name}, metadata: encoded})
+		w := map[string]any{"chunkSize": 10.0}
+		for k, v := range mds[i] {
+			w[k] = v
+		}
+		if mds[i]["chunkSize"] == 7 {
+			w["chunkSize"] = 7.0
+		}
+		want[name] = w
+	}
+	body, err := json.Marshal(map[string]any{"metrics": d})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got struct{ Metrics map[string]map[string]any }
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatalf("payload %s: %v", body, err)
+	}
+	wantJSON, _ := json.Marshal(want)
+	gotJSON, _ := json.Marshal(got.Metrics)
+	if !reflect.DeepEqual(wantJSON, gotJSON) {
+		t.Errorf("payload decodes to\n%s\nwant\n%s", gotJSON, wantJSON)
+	}
+}
+
+func TestEncodeMetadataManualChunkIsNull(t *testing.T) {
+	encoded, err := encodeMetadata(nil, ChunkSizeManual, map[int]json.RawMessage{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(encoded) != `{"chunkSize":null}` {
+		t.Errorf("got %s", encoded)
+	}
+	if _, err := encodeMetadata(Metadata{"bad": make(chan int)}, 1, map[int]json.RawMessage{}); err == nil {
+		t.Error("metadata that is not JSON encoded without error")
+	}
+}
+
+// Concurrent creators of one name get one metric; every metric created is
+// visited by each.
+func TestMetricTableCreatesOnce(t *testing.T) {
+	var table metricTable
+	const names, workers = 1000, 4
+	got := make([][]*metric, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range names {
+				got[w] = append(got[w], table.getOrCreate(fmt.Sprintf("m%d", i), 5))
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range names {
+		for w := 1; w < workers; w++ {
+			if got[w][i] != got[0][i] {
+				t.Fatalf("metric m%d created twice", i)
+			}
+		}
+	}
+	if table.len() != names {
+		t.Errorf("len %d, want %d", table.len(), names)
+	}
+	seen := map[string]bool{}
+	table.each(func(m *metric) { seen[m.name] = true })
+	if len(seen) != names {
+		t.Errorf("each visited %d metrics, want %d", len(seen), names)
+	}
+	if table.lookup("m999") != got[0][999] || table.lookup("nope") != nil {
+		t.Error("lookup disagrees with getOrCreate")
+	}
+}

@@ -2,7 +2,7 @@
  * metricq.h: the C interface of libmetricq, a MetricQ Source client.
  *
  * The one public header of libmetricq.so. It holds the fixed contract
- * (docs: C-API.md) and, marked "beyond the contract", what was added beside
+ * (docs/C-API.md) and, marked "beyond the contract", what was added beside
  * it. Link with -lmetricq (pkg-config --cflags --libs libmetricq).
  *
  * Conventions, for every function here:

@@ -12,5 +12,6 @@
 // through make when LIBMETRICQ_BUILD is unset. The broker tests need
 // METRICQ_TEST_URL (scripts/with-vhost.sh sets it) and follow
 // internal/testenv's locking, so they can run beside the other packages'
-// tests. (It lives here rather than in tests/c because of that import.)
+// tests. It lives beside the package whose build it checks, as Go tests
+// do; tests/c holds only the C program it compiles and runs.
 package ctest

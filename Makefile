@@ -1,5 +1,8 @@
 # libmetricq: `make` builds, `make test` runs every test against a real
-# RabbitMQ (installed and started by scripts/broker.sh when missing).
+# RabbitMQ, `make demo` shows it working; `make help` lists the targets.
+# Every tool they use is ensured first (mk/ensure.mk, scripts/ensure-tools.sh):
+# installed from Debian's packages when run as root, otherwise named in one
+# message with the command to run.
 SHELL := bash
 GO ?= go
 PROTOC_GEN_GO_VERSION := v1.36.12
@@ -7,15 +10,29 @@ TOOLS := $(CURDIR)/.tools/bin
 VENV := $(CURDIR)/.venv
 TEST_TIMEOUT ?= 15m
 
-.PHONY: all build test test-go vet fmt proto broker venv clean
+.PHONY: all help build test test-go vet proto broker venv clean
 
 all: build
 
-build: lib
+help:
+	@echo 'make            build the C library and every Go package'
+	@echo 'make demo       local broker + manager, the example sources of every language, live view'
+	@echo 'make test       every test against a real RabbitMQ (vet, C, C++, Fortran, Python, Go, demo)'
+	@echo 'make bench      the benchmarks; writes BENCHMARKS.md and bench/throughput.png'
+	@echo 'make install    the C library, header, C++/Fortran bindings, CMake and pkg-config files (PREFIX)'
+	@echo 'make examples-c examples-cpp examples-fortran   the examples, in build/examples/'
+	@echo 'make python     the Python binding with its bundled library and C extension'
+	@echo 'make vet        go vet and gofmt'
+	@echo 'make soak       a long run with forced reconnects (SOAK_DURATION)'
+	@echo 'make clean      remove build output'
+
+# The C library (lib, install, examples-c, check-symbols, test-c), and with
+# it mk/ensure.mk: ensure-NAME for every tool of scripts/ensure-tools.sh.
+include mk/capi.mk
+
+build: lib | ensure-cc
 	$(GO) build ./...
 
-# The C library (lib, install, examples-c, check-symbols, test-c).
-include mk/capi.mk
 # C++, Fortran, CMake package (fortran-lib, install-bindings, examples-cpp,
 # examples-fortran, cpp-test, fortran-test, test-install, test-bindings).
 include mk/bindings.mk
@@ -23,23 +40,26 @@ install: install-bindings
 # make bench: the benchmark suite, writing BENCHMARKS.md and bench/throughput.png.
 include mk/bench.mk
 
-vet:
+vet: | ensure-cc
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
-broker:
-	scripts/broker.sh ensure
+broker: ensure-broker
+venv: ensure-venv
 
-venv:
-	scripts/ensure-tools.sh venv
+# Every test, against one throw-away vhost per run. ensure-test comes first,
+# so that all that is missing is installed at once, or named in one message.
+TEST_TOOLS := cc gfortran g++ cmake pkg-config chromium venv broker
+.PHONY: ensure-test
+ensure-test:
+	@scripts/ensure-tools.sh $(TEST_TOOLS)
 
-# Every test, against one throw-away vhost per run.
-test: vet broker venv lib check-symbols examples-c fortran-lib python
+test: ensure-test vet lib check-symbols examples-c fortran-lib python
 	scripts/with-vhost.sh $(MAKE) --no-print-directory test-go test-python-run
 
 # Go tests, including the interoperability tests that run the reference
 # Python metricq from .venv; needs METRICQ_TEST_URL (see scripts/with-vhost.sh).
-test-go: fuzz
+test-go: fuzz | $(addprefix ensure-,$(TEST_TOOLS))
 	LIBMETRICQ_BUILD=$(CURDIR)/$(CAPI_BUILD) METRICQ_PYTHON=$(VENV)/bin/python $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # The fuzz targets of the Go core, FUZZ_TIME inputs each (plain `go test` runs
@@ -50,7 +70,7 @@ FUZZ_TARGETS := FuzzIncomingRPC FuzzParseTimedelta FuzzValidateMetricName FuzzDa
 # while a worker is busy (seen on this 2-core machine under load).
 FUZZ_TIME ?= 20000x
 .PHONY: fuzz soak
-fuzz:
+fuzz: | ensure-cc
 	@for f in $(FUZZ_TARGETS); do \
 		echo "fuzz $$f: $(FUZZ_TIME) inputs"; \
 		$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZ_TIME) ./libmetricq/ || exit 1; \
@@ -60,32 +80,31 @@ fuzz:
 # connections are force-closed every 15 s; prints points accepted,
 # received, lost, duplicated and the peak memory (tests/soak).
 SOAK_DURATION ?= 10m
-soak: broker
+soak: | ensure-broker ensure-cc
 	scripts/with-vhost.sh $(GO) run ./tests/soak -duration $(SOAK_DURATION)
 
 # The Python binding (ctypes) with libmetricq.so bundled, so that
 # `pip install bindings/python` carries it, and its optional C extension
 # libmetricq._fastsend (a cheaper send) built in place, by the Python of the
-# virtualenv if there is one (an extension fits one CPython version). If it
-# does not compile, setup.py only warns; test-python-run expects it and fails.
+# virtualenv (an extension fits one CPython version; ensure-venv also ensures
+# its headers). If it does not compile, setup.py only warns; test-python-run
+# expects it and fails.
 PY_LIBDIR := bindings/python/libmetricq/_lib
-PY_BUILD_PYTHON = $(firstword $(wildcard $(VENV)/bin/python) python3)
 .PHONY: python test-python test-python-run
-python: lib
+python: lib | ensure-venv ensure-cc
 	install -d $(PY_LIBDIR)
 	install -m 0755 $(CAPI_LIB) $(PY_LIBDIR)/libmetricq.so.$(CAPI_MAJOR)
-	cd bindings/python && $(PY_BUILD_PYTHON) setup.py -q build_ext --inplace \
+	cd bindings/python && $(VENV)/bin/python setup.py -q build_ext --inplace \
 		--build-lib $(CURDIR)/$(CAPI_BUILD)/python --build-temp $(CURDIR)/$(CAPI_BUILD)/python/temp
 
-test-python: venv python broker
+test-python: python | ensure-broker
 	scripts/with-vhost.sh $(MAKE) --no-print-directory test-python-run
 
-test-python-run:
+test-python-run: | ensure-venv
 	LIBMETRICQ_EXPECT_FASTSEND=1 $(VENV)/bin/python -m pytest -q bindings/python/tests
 
 # Regenerates libmetricq/pb/datachunk.pb.go from its .proto.
-proto:
-	scripts/ensure-tools.sh protoc
+proto: | ensure-protoc
 	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	PATH=$(TOOLS):$$PATH protoc --go_out=. --go_opt=module=github.com/libmetricq/libmetricq libmetricq/pb/datachunk.proto
 
@@ -103,6 +122,5 @@ demo:
 
 # The demo for a few seconds and the browser view in headless Chromium (also
 # part of test-go); the screenshot lands in build/test-artifacts/watch.png.
-test-demo: broker
-	scripts/ensure-tools.sh chromium
+test-demo: | ensure-broker ensure-chromium
 	scripts/with-vhost.sh $(GO) test -race -count=1 -run 'TestDemo|TestWatchBrowser' ./libmetricq/cmd/metricq-manager

@@ -17,13 +17,11 @@ BENCH_CFLAGS ?= -std=c11 -O2 -g -Wall -Wextra -Werror -pthread
 
 .PHONY: bench bench-build
 
-bench: bench-build
-	scripts/broker.sh ensure
-	scripts/ensure-tools.sh gnuplot venv
+bench: bench-build | ensure-broker ensure-gnuplot ensure-venv
 	scripts/with-vhost.sh $(GO) run ./bench/cmd/bench
 
 bench-build: lib python $(BENCH_BUILD)/mqbench
 
-$(BENCH_BUILD)/mqbench: bench/c/mqbench.c include/metricq.h $(CAPI_BUILD)/lib/libmetricq.so
+$(BENCH_BUILD)/mqbench: bench/c/mqbench.c include/metricq.h $(CAPI_BUILD)/lib/libmetricq.so | ensure-cc
 	@mkdir -p $(dir $@)
 	$(CC) $(BENCH_CFLAGS) -Iinclude -o $@ $< -L$(CAPI_BUILD)/lib -lmetricq -Wl,-rpath,'$$ORIGIN/../lib'

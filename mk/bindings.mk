@@ -23,13 +23,11 @@
 # The tests need METRICQ_TEST_URL, e.g.
 #   scripts/with-vhost.sh make -f mk/bindings.mk cpp-test
 
-ifndef CAPI_LIB
-include mk/capi.mk
 # Standalone (make -f mk/bindings.mk) builds the Fortran module by default;
 # included, the including Makefile keeps its own default goal.
-ifeq ($(.DEFAULT_GOAL),)
+ifndef CAPI_LIB
+include mk/capi.mk
 .DEFAULT_GOAL := fortran-lib
-endif
 endif
 
 # make's built-in FC is f77: use gfortran unless FC was set.
@@ -57,7 +55,7 @@ fortran-lib: $(BND_FORTRAN_LIB)
 # The module file comes with the object.
 $(BND_FORTRAN_MOD): $(BND_FORTRAN_LIB)
 
-$(BND_FORTRAN_LIB): bindings/fortran/metricq.f90
+$(BND_FORTRAN_LIB): bindings/fortran/metricq.f90 | ensure-gfortran ensure-cc
 	@mkdir -p $(BND_FORTRAN)
 	$(FC) $(BINDINGS_FFLAGS) -J$(BND_FORTRAN) -c $< -o $(BND_FORTRAN)/metricq.o
 	rm -f $@
@@ -92,13 +90,13 @@ install-bindings: fortran-lib
 
 examples-cpp: $(BND_CPP_EXAMPLES)
 
-$(CAPI_BUILD)/examples/cpp/%: examples/cpp/%.cpp bindings/cpp/metricq.hpp include/metricq.h $(CAPI_BUILD)/lib/libmetricq.so
+$(CAPI_BUILD)/examples/cpp/%: examples/cpp/%.cpp bindings/cpp/metricq.hpp include/metricq.h $(CAPI_BUILD)/lib/libmetricq.so | ensure-g++
 	@mkdir -p $(dir $@)
 	$(CXX_BINDINGS) $(BINDINGS_CXXFLAGS) -Iinclude -Ibindings/cpp -o $@ $< -L$(CAPI_BUILD)/lib -lmetricq $(BND_RPATH)
 
 examples-fortran: $(BND_FORTRAN_EXAMPLES)
 
-$(CAPI_BUILD)/examples/fortran/%: examples/fortran/%.f90 $(BND_FORTRAN_LIB) $(CAPI_BUILD)/lib/libmetricq.so
+$(CAPI_BUILD)/examples/fortran/%: examples/fortran/%.f90 $(BND_FORTRAN_LIB) $(CAPI_BUILD)/lib/libmetricq.so | ensure-gfortran
 	@mkdir -p $(dir $@)
 	$(FC) -O2 -g -I$(BND_FORTRAN) -J$(dir $@) -o $@ $< $(BND_FORTRAN_LIB) -L$(CAPI_BUILD)/lib -lmetricq $(BND_RPATH)
 
@@ -106,14 +104,16 @@ $(CAPI_BUILD)/examples/fortran/%: examples/fortran/%.f90 $(BND_FORTRAN_LIB) $(CA
 # in LIBMETRICQ_BUILD.
 BND_TESTENV = LIBMETRICQ_BUILD=$(abspath $(CAPI_BUILD)) FC=$(FC)
 
-cpp-test: lib
+cpp-test: lib | ensure-g++
 	$(BND_TESTENV) $(BND_GOTEST) ./tests/cpp/harness
 
-fortran-test: lib fortran-lib
+fortran-test: lib fortran-lib | ensure-gfortran
 	$(BND_TESTENV) $(BND_GOTEST) ./tests/fortran/harness
 
-test-install: lib fortran-lib
+BND_INSTALL_TOOLS := ensure-cc ensure-g++ ensure-gfortran ensure-cmake ensure-pkg-config ensure-venv
+
+test-install: lib fortran-lib | $(BND_INSTALL_TOOLS)
 	$(BND_TESTENV) $(BND_GOTEST) ./tests/install
 
-test-bindings: lib fortran-lib
+test-bindings: lib fortran-lib | $(BND_INSTALL_TOOLS)
 	$(BND_TESTENV) $(BND_GOTEST) ./tests/cpp/harness ./tests/fortran/harness ./tests/install

@@ -42,7 +42,7 @@ lib: $(CAPI_BUILD)/lib/libmetricq.so
 
 # Go names the generated header after the output file, so build under
 # build/cgo and move the library into place.
-$(CAPI_LIB): $(CAPI_SOURCES)
+$(CAPI_LIB): $(CAPI_SOURCES) | ensure-cc
 	@mkdir -p $(CAPI_BUILD)/cgo $(CAPI_BUILD)/lib
 	$(GO) build -buildmode=c-shared -trimpath -o $(CAPI_BUILD)/cgo/libmetricq.so \
 		-ldflags "-extldflags '-Wl,-soname,$(CAPI_SONAME) -Wl,--version-script=$(CAPI_MAP)'" \
@@ -53,7 +53,7 @@ $(CAPI_BUILD)/lib/libmetricq.so: $(CAPI_LIB)
 	ln -sf $(CAPI_REAL) $(CAPI_BUILD)/lib/$(CAPI_SONAME)
 	ln -sf $(CAPI_SONAME) $@
 
-check-symbols: lib
+check-symbols: lib | ensure-cc
 	@extra=$$(nm -D --defined-only $(CAPI_LIB) | awk '$$3 !~ /^mq_/'); \
 	if [ -n "$$extra" ]; then echo "exported symbols other than mq_*:"; echo "$$extra"; exit 1; fi
 	@readelf -d $(CAPI_LIB) | grep -q "SONAME.*\[$(CAPI_SONAME)\]" || { echo "SONAME is not $(CAPI_SONAME)"; exit 1; }
@@ -72,12 +72,18 @@ install: lib
 
 examples-c: $(CAPI_EXAMPLES)
 
-$(CAPI_BUILD)/examples/c/%: examples/c/%.c include/metricq.h $(CAPI_BUILD)/lib/libmetricq.so
+$(CAPI_BUILD)/examples/c/%: examples/c/%.c include/metricq.h $(CAPI_BUILD)/lib/libmetricq.so | ensure-cc
 	@mkdir -p $(dir $@)
 	$(CC) $(CAPI_CFLAGS) -Iinclude -o $@ $< -L$(CAPI_BUILD)/lib -lmetricq -Wl,-rpath,'$$ORIGIN/../../lib' -lm
 
 # The harness (libmetricq/capi/ctest) starts a local manager and a sink,
 # compiles and runs tests/c against build/lib, and checks what the sink
 # received; also the header, exported symbols, install and the examples.
-test-c: lib check-symbols
+test-c: lib check-symbols | ensure-cc ensure-g++ ensure-pkg-config
 	LIBMETRICQ_BUILD=$(CURDIR)/$(CAPI_BUILD) $(GO) test -count=1 -timeout 10m ./libmetricq/capi/ctest $(if $(V),-v)
+
+# The ensure-NAME targets, after this file's own so that its first target
+# stays the default goal.
+ifndef ENSURE_STEPS
+include mk/ensure.mk
+endif

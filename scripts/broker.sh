@@ -2,9 +2,10 @@
 # A real RabbitMQ broker for libmetricq's tests, on 127.0.0.1:5672 (user guest/guest).
 #
 # Usage:
-#   scripts/broker.sh ensure             install rabbitmq-server (Debian package, root)
-#                                        if missing, start it if not running, wait until
-#                                        it is up. Idempotent; instant when already up.
+#   scripts/broker.sh ensure             install rabbitmq-server, curl, openssl, procps
+#                                        (Debian packages, root) if missing, start the
+#                                        broker if not running, wait until it is up.
+#                                        Idempotent; instant when already up.
 #   scripts/broker.sh vhost-create NAME  create vhost NAME, give guest full rights on it,
 #                                        print its AMQP URL
 #   scripts/broker.sh vhost-delete NAME  delete vhost NAME (no error if missing)
@@ -92,7 +93,6 @@ gen_tls() {
 		[ -s "$TLS_DIR/server.key" ] && [ -s "$TLS_DIR/client.key" ]; then
 		return 0
 	fi
-	command -v openssl >/dev/null || apt_install openssl
 	log "generating a test CA and certificates in $TLS_DIR"
 	local tmp
 	tmp=$(mktemp -d)
@@ -155,12 +155,8 @@ show_logs() {
 }
 
 cmd_ensure() {
-	if ! command -v rabbitmq-server >/dev/null; then
-		need_root "installing RabbitMQ" \
-			"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y rabbitmq-server" \
-			"$0 ensure   # to start it"
-		apt_install rabbitmq-server
-	fi
+	# RabbitMQ and what this script runs besides (curl, openssl, pgrep).
+	"$LIBMETRICQ_ROOT/scripts/ensure-tools.sh" --packages broker
 	if is_root; then
 		configure
 	fi

@@ -35,9 +35,11 @@ REPORTS=$DIR/reports
 MANAGER=$BIN/metricq-manager
 
 # The example sources, one line each:
-#   example NAME NEEDS BUILD RUN
+#   example NAME NEEDS TOOLS BUILD RUN
 # NEEDS is a file that must exist, else the example is skipped (not written
-# yet); BUILD is run once per distinct command before anything starts; RUN is
+# yet); TOOLS are the names (scripts/ensure-tools.sh) of what BUILD and RUN
+# use besides Go; BUILD is run once per distinct command before anything
+# starts; RUN is
 # run by bash from the repository root with
 #   METRICQ_URL          the broker URL (management vhost)
 #   METRICQ_DEMO_REPORT  where to write "<metric> <points sent>" lines when
@@ -51,13 +53,13 @@ examples() {
 	bin=$(printf %q "$BIN")
 	go_build="go build -o $bin/ ./examples/go/interval ./examples/go/source"
 	c_build="make --no-print-directory -s -f mk/capi.mk examples-c"
-	example go-interval examples/go/interval/main.go "$go_build" "$bin/interval -token source-demo-go-interval"
-	example go-batch examples/go/source/main.go "$go_build" "$bin/source -token source-demo-go-batch -duration 0"
-	example c-interval examples/c/interval_source.c "$c_build" 'build/examples/c/interval_source "$METRICQ_URL" source-demo-c-interval 0'
-	example fortran-heat examples/fortran/heat_simulation.f90 "make --no-print-directory -s examples-fortran" "build/examples/fortran/heat_simulation \"\$METRICQ_URL\" source-demo-fortran-heat $(( SECONDS_TO_RUN > 1 ? (SECONDS_TO_RUN - 1) * 20 : 100000000 ))"
-	example python-interval examples/python/interval_source.py "make --no-print-directory -s python venv" "env PYTHONPATH=bindings/python .venv/bin/python examples/python/interval_source.py --token source-demo-python-interval"
-	example python-batch examples/python/batch_source.py "make --no-print-directory -s python venv" "env PYTHONPATH=bindings/python .venv/bin/python examples/python/batch_source.py --token source-demo-python-batch"
-	example c-batch examples/c/batch_source.c "$c_build" 'build/examples/c/batch_source "$METRICQ_URL" source-demo-c-batch 0'
+	example go-interval examples/go/interval/main.go "" "$go_build" "$bin/interval -token source-demo-go-interval"
+	example go-batch examples/go/source/main.go "" "$go_build" "$bin/source -token source-demo-go-batch -duration 0"
+	example c-interval examples/c/interval_source.c cc "$c_build" 'build/examples/c/interval_source "$METRICQ_URL" source-demo-c-interval 0'
+	example fortran-heat examples/fortran/heat_simulation.f90 "cc gfortran" "make --no-print-directory -s examples-fortran" "build/examples/fortran/heat_simulation \"\$METRICQ_URL\" source-demo-fortran-heat $(( SECONDS_TO_RUN > 1 ? (SECONDS_TO_RUN - 1) * 20 : 100000000 ))"
+	example python-interval examples/python/interval_source.py "cc venv" "make --no-print-directory -s python" "env PYTHONPATH=bindings/python .venv/bin/python examples/python/interval_source.py --token source-demo-python-interval"
+	example python-batch examples/python/batch_source.py "cc venv" "make --no-print-directory -s python" "env PYTHONPATH=bindings/python .venv/bin/python examples/python/batch_source.py --token source-demo-python-batch"
+	example c-batch examples/c/batch_source.c cc "$c_build" 'build/examples/c/batch_source "$METRICQ_URL" source-demo-c-batch 0'
 }
 
 # The manager's configuration per token (interval sources read "rate", in Hz).
@@ -74,9 +76,9 @@ manager_config() {
 
 say() { printf 'demo: %s\n' "$*" >&2; }
 
-names=() needs=() builds=() runs=()
+names=() needs=() tools=() builds=() runs=()
 example() {
-	names+=("$1") needs+=("$2") builds+=("$3") runs+=("$4")
+	names+=("$1") needs+=("$2") tools+=("$3") builds+=("$4") runs+=("$5")
 }
 
 # Process groups we started (each child runs in a session of its own, so
@@ -164,6 +166,19 @@ for i in "${!names[@]}"; do
 done
 [ "${#selected[@]}" -gt 0 ] || die "no example to run (DEMO_ONLY=${DEMO_ONLY:-})"
 
+# What the selected examples use, and the broker unless one is given, all
+# ensured at once: installed as root, else named in one message.
+demo_tools=()
+for i in "${selected[@]}"; do
+	for tool in ${tools[i]}; do
+		[[ " ${demo_tools[*]} " == *" $tool "* ]] || demo_tools+=("$tool")
+	done
+done
+[ -n "${DEMO_URL:-}" ] || demo_tools+=(broker)
+if [ "${#demo_tools[@]}" -gt 0 ]; then
+	scripts/ensure-tools.sh "${demo_tools[@]}" || die "the demo needs ${demo_tools[*]}; see above"
+fi
+
 mkdir -p "$BIN" "$LOGS"
 rm -rf "$REPORTS" "$DIR/ready" "$LOGS"/*.log
 mkdir -p "$REPORTS"
@@ -184,7 +199,6 @@ done
 if [ -n "${DEMO_URL:-}" ]; then
 	URL=$DEMO_URL
 else
-	scripts/broker.sh ensure || die "RabbitMQ is needed; see above"
 	URL=$(scripts/broker.sh vhost-create libmetricq-demo)
 fi
 manager_config >"$DIR/manager-config.json"

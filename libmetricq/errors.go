@@ -3,14 +3,18 @@ package libmetricq
 import (
 	"errors"
 	"fmt"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 // Error kinds. Every error this package returns wraps exactly one of them, so
 // callers (and the C library's status codes) can tell them apart with
-// errors.Is. Timeouts wrap context.DeadlineExceeded instead.
+// errors.Is. Timeouts wrap context.DeadlineExceeded instead. The kinds that
+// connections and RPCs give are the AMQP toolkit's, so that its errors are
+// this package's.
 var (
 	// ErrInvalid: a bad argument (name, metadata, chunk size, period, URL).
-	ErrInvalid = errors.New("invalid argument")
+	ErrInvalid = amqpkit.ErrInvalid
 	// ErrUndeclared: Send for a metric this source never declared.
 	ErrUndeclared = errors.New("metric not declared")
 	// ErrOrder: a timestamp not strictly greater than the metric's last one.
@@ -21,24 +25,14 @@ var (
 	ErrPublish = errors.New("publish failed")
 	// ErrConnect: the broker is unreachable, refused the login, or the
 	// connection was lost and could not be restored.
-	ErrConnect = errors.New("connection failed")
+	ErrConnect = amqpkit.ErrConnect
 	// ErrRPC: the manager answered with an error or an unreadable reply.
-	ErrRPC = errors.New("rpc failed")
+	ErrRPC = amqpkit.ErrRPC
 )
 
 // RPCError is an error reply from a MetricQ peer, usually the manager. It
 // wraps ErrRPC.
-type RPCError struct {
-	Function string // the RPC that failed, e.g. "source.register"
-	Message  string // the peer's "error" text
-}
-
-func (e *RPCError) Error() string {
-	return fmt.Sprintf("rpc %s: manager replied with an error: %s", e.Function, e.Message)
-}
-
-// Unwrap lets errors.Is(err, ErrRPC) hold.
-func (e *RPCError) Unwrap() error { return ErrRPC }
+type RPCError = amqpkit.RPCError
 
 // MetricError ties an error kind to the metric it concerns.
 type MetricError struct {

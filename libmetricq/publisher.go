@@ -9,6 +9,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 // Reconnect backoff of both connections: doubling from the first to the
@@ -127,7 +129,7 @@ func (p *publisher) open(ctx context.Context) (*session, error) {
 		return nil, err
 	}
 	if err := checkExchanges(conn, p.exchange); err != nil {
-		closeConn(conn)
+		amqpkit.Close(conn)
 		return nil, err
 	}
 	ch, err := conn.Channel()
@@ -135,7 +137,7 @@ func (p *publisher) open(ctx context.Context) (*session, error) {
 		err = ch.Confirm(false)
 	}
 	if err != nil {
-		closeConn(conn)
+		amqpkit.Close(conn)
 		return nil, fmt.Errorf("%w: data channel: %v", ErrConnect, err)
 	}
 	s := &session{
@@ -349,14 +351,14 @@ var republishedHeaders = amqp.Table{RepublishedHeader: true}
 func (p *publisher) endSession(s *session) {
 	p.stats.dataUp.Store(false)
 	p.stats.blocked.Store(false)
-	closeConn(s.conn)
+	amqpkit.Close(s.conn)
 	s.die(errors.New("closed"))
 	// Shutting the connection down closes the confirmation channel;
 	// confirmations read before that still count. The wait is bounded all
 	// the same: after it, late confirmations are ignored (poisoned).
 	select {
 	case <-s.drained:
-	case <-time.After(closeTimeout):
+	case <-time.After(amqpkit.CloseTimeout):
 		p.log.Error("data connection: confirmations did not drain; republishing what is unconfirmed")
 	}
 	p.mu.Lock()
@@ -483,7 +485,7 @@ func (p *publisher) waitConfirmed(ctx context.Context, seq uint64) error {
 }
 
 // close stops publishing and closes the connection, waiting at most about
-// closeTimeout (plus a dial's abort). What is still queued stays
+// amqpkit.CloseTimeout (plus a dial's abort). What is still queued stays
 // unpublished; Stop flushes before calling it.
 func (p *publisher) close() {
 	p.mu.Lock()
@@ -495,16 +497,16 @@ func (p *publisher) close() {
 	select {
 	case <-p.done:
 		return
-	case <-time.After(closeTimeout):
+	case <-time.After(amqpkit.CloseTimeout):
 	}
 	// run is stuck in a write (the broker stopped reading): a close with a
 	// deadline makes the write fail.
 	if s != nil {
-		closeConn(s.conn)
+		amqpkit.Close(s.conn)
 	}
 	select {
 	case <-p.done:
-	case <-time.After(2 * closeTimeout):
+	case <-time.After(2 * amqpkit.CloseTimeout):
 		p.log.Error("data connection: the publisher did not end")
 	}
 }

@@ -17,6 +17,8 @@ import (
 	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 // Exchange names fixed by the MetricQ protocol.
@@ -105,7 +107,7 @@ func (l *mgmtLink) connect(ctx context.Context) error {
 		return err
 	}
 	fail := func(err error) error {
-		closeConn(conn)
+		amqpkit.Close(conn)
 		return err
 	}
 	// A failed passive declare closes its channel, so the checks get their own.
@@ -231,7 +233,7 @@ func (l *mgmtLink) lost(err error) {
 	l.cancel()
 	close(l.done)
 	if conn != nil && !conn.IsClosed() {
-		go closeConn(conn)
+		go amqpkit.Close(conn)
 	}
 }
 
@@ -242,7 +244,7 @@ func (l *mgmtLink) err() error {
 	return l.lostErr
 }
 
-// close shuts the connection down (bounded by closeTimeout) and waits for
+// close shuts the connection down (bounded by amqpkit.CloseTimeout) and waits for
 // the consumer loops, which end with it. Handlers still running get a
 // cancelled context and are not waited for.
 func (l *mgmtLink) close() {
@@ -250,7 +252,7 @@ func (l *mgmtLink) close() {
 	l.mu.Lock()
 	conn := l.conn
 	l.mu.Unlock()
-	closeConn(conn)
+	amqpkit.Close(conn)
 	l.loops.Wait()
 }
 

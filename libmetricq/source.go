@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 // Metadata describes a metric: free-form JSON keys such as "unit", "rate",
@@ -87,7 +89,7 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 	if err := validateToken(token); err != nil {
 		return nil, err
 	}
-	uri, err := parseBrokerURL(url)
+	uri, err := amqpkit.ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
@@ -110,7 +112,7 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 		// Read the CA and certificate files once now, so that a typo fails
 		// here rather than at the first connect; they are read again on
 		// every connect, which picks renewed certificates up.
-		if _, err := tlsConfigFor(url, o.tls); err != nil {
+		if _, err := amqpkit.TLSConfig(url, o.tls); err != nil {
 			return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalid, RedactURL(url), err)
 		}
 	} else if o.tls != nil {
@@ -134,7 +136,7 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 	if o.heartbeat == 0 {
 		s.log.Warn("heartbeat=0: the broker chooses the heartbeat (RabbitMQ: 60 s), so a silent connection may go unnoticed for 90 s or more")
 	}
-	if tlsVerificationOff(url, o.tls) {
+	if amqpkit.TLSVerificationOff(url, o.tls) {
 		s.log.Warn("TLS certificate and host name verification is OFF for this source: anyone on the path can read the password and the data")
 	}
 	s.defaultChunkSize.Store(int64(o.chunkSize))

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 func (s *Source) link() *mgmtLink {
@@ -129,7 +131,7 @@ func (s *Source) superviseMgmt(l *mgmtLink) {
 // why it failed (a broker delays its answer to a refused login by
 // seconds), and at most the dial timeout.
 func attemptTimeout(giveUp time.Time) time.Duration {
-	return min(defaultDialTimeout, max(time.Until(giveUp), minAttempt))
+	return min(amqpkit.DefaultDialTimeout, max(time.Until(giveUp), minAttempt))
 }
 
 const minAttempt = 5 * time.Second

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 func TestDeriveDataURL(t *testing.T) {
@@ -54,21 +56,6 @@ func TestDeriveDataURL(t *testing.T) {
 	}
 }
 
-func TestURLErrorsHoldNoPassword(t *testing.T) {
-	for _, raw := range []string{"http://user:hunter2@host/", "amqp://user:hunter2@host:notaport/", "amqp://user:hun?ter2@host/", "amqp://user:hunter2@ho st/", "amqp://user:hunter2@[::1/"} {
-		_, err := parseBrokerURL(raw)
-		if !errors.Is(err, ErrInvalid) {
-			t.Fatalf("%s: want ErrInvalid, got %v", RedactURL(raw), err)
-		}
-		if strings.Contains(err.Error(), "hunter2") {
-			t.Fatalf("error leaks the password: %v", err)
-		}
-	}
-	if got := RedactURL("amqp://user:hunter2@host/"); strings.Contains(got, "hunter2") || !strings.Contains(got, "user") {
-		t.Fatalf("RedactURL = %q", got)
-	}
-}
-
 func TestDeriveDataURLKeepsTLSParameters(t *testing.T) {
 	mgmt := "amqps://admin:s3cret@rabbit:5671/mgmt?cacertfile=%2Fca.pem&server_name_indication=rabbit.example&certfile=%2Fc.pem&keyfile=%2Fc.key"
 	cases := map[string]map[string]string{
@@ -107,28 +94,6 @@ func TestDeriveDataURLKeepsTLSParameters(t *testing.T) {
 	}
 }
 
-func TestPasswordOfAndRedaction(t *testing.T) {
-	cases := map[string]string{
-		"amqp://u:pw@host/":                       "pw",
-		"amqp://u:pw@host/v?cacertfile=/a@b":      "pw",
-		"amqp://u:p%40ss@host/":                   "p%40ss",
-		"amqp://u:pa/ss@host/":                    "pa/ss",
-		"amqp://host/?x=a:b@c":                    "",
-		"amqps://u@host/":                         "",
-		"not a url":                               "",
-		"amqp://user:hunter2@host:notaport/vhost": "hunter2",
-	}
-	for raw, want := range cases {
-		if got := passwordOf(raw); got != want {
-			t.Errorf("passwordOf(%q) = %q, want %q", raw, got, want)
-		}
-	}
-	text := redactText("login as u with p@ss and p%40ss failed", "amqp://u:p%40ss@host/")
-	if strings.Contains(text, "p@ss") || strings.Contains(text, "p%40ss") {
-		t.Errorf("redactText left the password: %s", text)
-	}
-}
-
 func TestHeartbeatSetting(t *testing.T) {
 	good := []struct {
 		url    string
@@ -148,7 +113,7 @@ func TestHeartbeatSetting(t *testing.T) {
 		}
 	}
 	for _, raw := range []string{"amqp://u:hunter2@h/?heartbeat=x", "amqp://u:hunter2@h/?heartbeat=-1", "amqp://u:hunter2@h/?heartbeat=70000", "amqp://u:hunter2@h/?heartbeat=1.5"} {
-		_, err := parseBrokerURL(raw)
+		_, err := amqpkit.ParseURL(raw)
 		if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "heartbeat") || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("%s: want ErrInvalid naming heartbeat, got %v", RedactURL(raw), err)
 		}

@@ -19,6 +19,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
 )
@@ -312,7 +313,7 @@ func TestRegister(t *testing.T) {
 		src: {"rate": 5.0, "nested": map[string]any{"a": []any{1.0, "x"}}},
 	}})
 	c := newClient(t, src)
-	wantAddress := vhostAddress(testVhost(t))
+	wantAddress := amqpkit.VhostAddress(testVhost(t))
 	if m.DataServerAddress() != wantAddress {
 		t.Errorf("DataServerAddress = %q, want %q", m.DataServerAddress(), wantAddress)
 	}

@@ -22,13 +22,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
@@ -68,7 +67,7 @@ type attempt struct {
 type Source struct {
 	url, token string
 	handle     uintptr
-	redactor   *strings.Replacer // removes the URL's password; nil if none
+	redactor   *amqpkit.Redactor // removes the URL's password
 	log        *slog.Logger
 
 	mu           sync.Mutex
@@ -119,7 +118,7 @@ func New(rawURL, token string) (*Source, error) {
 	s := &Source{
 		url:         rawURL,
 		token:       token,
-		redactor:    passwordReplacer(rawURL),
+		redactor:    amqpkit.NewRedactor(rawURL),
 		maxBuffered: libmetricq.DefaultMaxBufferedPoints,
 		chunkSize:   1,
 		attached:    make(chan struct{}),
@@ -138,60 +137,11 @@ func (s *Source) Token() string { return s.token }
 // ErrorText is err's text without the URL's password.
 func (s *Source) ErrorText(err error) string { return s.redact(err.Error()) }
 
-func (s *Source) redact(text string) string {
-	if s.redactor == nil {
-		return text
-	}
-	return s.redactor.Replace(text)
-}
-
-func passwordReplacer(rawURL string) *strings.Replacer {
-	pw := urlPassword(rawURL)
-	if pw == "" {
-		return nil
-	}
-	pairs := []string{pw, "xxxxx"}
-	for _, form := range []string{url.QueryEscape(pw), url.PathEscape(pw), url.UserPassword("", pw).String()[1:]} {
-		if form != pw && form != "" {
-			pairs = append(pairs, form, "xxxxx")
-		}
-	}
-	return strings.NewReplacer(pairs...)
-}
-
-// urlPassword finds the password of a URL, also of one that does not
-// parse: then it is what lies between the first ":" and the last "@" of
-// the part after "://".
-func urlPassword(rawURL string) string {
-	if u, err := url.Parse(rawURL); err == nil {
-		if u.User == nil {
-			return ""
-		}
-		pw, _ := u.User.Password()
-		return pw
-	}
-	rest := rawURL
-	if i := strings.Index(rest, "://"); i >= 0 {
-		rest = rest[i+3:]
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return ""
-	}
-	if _, pw, ok := strings.Cut(rest[:at], ":"); ok {
-		return pw
-	}
-	return ""
-}
+func (s *Source) redact(text string) string { return s.redactor.Text(text) }
 
 // RedactPassword removes the password of rawURL from text. New's errors
 // are already redacted; this is for texts made before a Source exists.
-func RedactPassword(rawURL, text string) string {
-	if r := passwordReplacer(rawURL); r != nil {
-		return r.Replace(text)
-	}
-	return text
-}
+func RedactPassword(rawURL, text string) string { return amqpkit.RedactText(rawURL, text) }
 
 // margin is how much earlier than the caller's deadline a handed-over
 // operation's context ends, so that its own error (which says why) wins

@@ -5,14 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/libmetricq/manager"
 )
@@ -31,17 +30,16 @@ type catalog struct {
 const directReplyTo = "amq.rabbitmq.reply-to"
 
 func dialCatalog(rawURL, token string) (*catalog, error) {
-	props := amqp.NewConnectionProperties()
-	props.SetClientConnectionName("metadata " + token)
-	props["product"] = libmetricq.LibraryName
-	props["version"] = libmetricq.Version
-	conn, err := amqp.DialConfig(rawURL, amqp.Config{
-		Heartbeat:  60 * time.Second,
-		Properties: props,
-		Dial:       amqp.DefaultDial(10 * time.Second),
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := amqpkit.Dial(ctx, rawURL, amqpkit.DialOptions{
+		Name:      "metadata " + token,
+		Heartbeat: libmetricq.DefaultHeartbeat,
+		Product:   libmetricq.LibraryName,
+		Version:   libmetricq.Version,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %s", libmetricq.RedactURL(rawURL), redactPassword(err.Error(), rawURL))
+		return nil, err
 	}
 	c := &catalog{conn: conn, token: token}
 	if c.ch, err = conn.Channel(); err == nil {
@@ -100,13 +98,3 @@ func (c *catalog) getMetrics(ctx context.Context) (map[string]map[string]any, er
 }
 
 func (c *catalog) close() { c.conn.Close() }
-
-// redactPassword removes the URL's password from an error text.
-func redactPassword(text, rawURL string) string {
-	if u, err := url.Parse(rawURL); err == nil {
-		if pw, ok := u.User.Password(); ok && pw != "" {
-			text = strings.ReplaceAll(text, pw, "xxxxx")
-		}
-	}
-	return text
-}

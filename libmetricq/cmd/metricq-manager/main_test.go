@@ -156,7 +156,7 @@ func TestUnreachableBroker(t *testing.T) {
 		if strings.Contains(stderr.String(), "s3cr3t") {
 			t.Errorf("%v: the password is printed: %s", args, stderr.String())
 		}
-		if !regexp.MustCompile(`connect to amqp://guest:xxxxx@127\.0\.0\.1:1/: .*refused`).MatchString(stderr.String()) {
+		if !regexp.MustCompile(`to amqp://guest:xxxxx@127\.0\.0\.1:1/: .*refused`).MatchString(stderr.String()) {
 			t.Errorf("%v: unclear error: %q", args, stderr.String())
 		}
 	}

@@ -152,6 +152,33 @@ int mq_source_connect(mq_source *src, double timeout);
    nothing. points >= 1. Before connecting only (MQ_ERR_INVALID after). */
 int mq_source_set_max_buffered(mq_source *src, int64_t points);
 
+/* The version the source reports in its replies to the manager's
+   "discover" ("version"; the Python reference's client_version): the
+   host application's, e.g. "1.2.3". Valid UTF-8, at most 256 bytes, no
+   control characters. Unset: no "version" in the reply. Before connecting
+   only (MQ_ERR_INVALID after). */
+int mq_source_set_client_version(mq_source *src, const char *version);
+
+/* How long a lost connection (management or data) may stay down while the
+   source tries to restore it (default 600 s, the reference's
+   connection_timeout). When it passes, the source stops on its own: every
+   later call fails with MQ_ERR_STOPPED, mq_last_error() naming the cause,
+   and mq_source_wait returns MQ_ERR_CONNECT. Seconds, finite, > 0. Before
+   connecting only (MQ_ERR_INVALID after). */
+int mq_source_set_reconnect_timeout(mq_source *src, double seconds);
+
+/* --- Learning that a source stopped ------------------------------------------
+   Blocks until the source has stopped, or `timeout` seconds passed. A source
+   stops by mq_source_stop / mq_source_free, or on its own: its reconnect
+   timeout passed, or its IntervalSource update asked it to. Returns MQ_OK
+   when it was stopped by a call (or before it ever connected); the cause,
+   with mq_last_error() saying why, when it stopped on its own (e.g.
+   MQ_ERR_CONNECT: a connection lost for good); MQ_ERR_TIMEOUT while it
+   still runs (also: never connected and not stopped). Sends nothing; may
+   be called from any thread, any number of times, also with a short
+   timeout as a poll. */
+int mq_source_wait(mq_source *src, double timeout);
+
 /* --- Configuration hook ----------------------------------------------------
    Called with the configuration's JSON text: during mq_source_connect with
    the configuration from the manager's register reply, then on every

@@ -159,3 +159,18 @@ int mq_set_log_level(int level) {
     GUARD_INT;
     return libmq_go_set_log_level(level);
 }
+
+int mq_source_set_client_version(mq_source *src, const char *version) {
+    GUARD_INT;
+    return libmq_go_source_set_client_version(H(src), (char *)version);
+}
+
+int mq_source_set_reconnect_timeout(mq_source *src, double seconds) {
+    GUARD_INT;
+    return libmq_go_source_set_reconnect_timeout(H(src), seconds);
+}
+
+int mq_source_wait(mq_source *src, double timeout) {
+    GUARD_INT;
+    return libmq_go_source_wait(H(src), timeout);
+}

@@ -76,6 +76,7 @@ type Source struct {
 	chunkSize    int
 	metricChunks map[string]int       // chunk sizes set before a core existed
 	period       libmetricq.Timedelta // set before a core existed
+	settings     settings             // set before a core existed
 	attempt      *attempt
 	core         *libmetricq.IntervalSource
 
@@ -233,7 +234,7 @@ func (s *Source) stoppedErr() error {
 // newCore builds the core source with the settings made so far; s.mu held.
 func (s *Source) newCore() (*libmetricq.IntervalSource, error) {
 	number := s.cores.Add(1)
-	core, err := libmetricq.NewIntervalSource(s.url, s.token, s.update,
+	opts := append([]libmetricq.Option{
 		libmetricq.WithLogger(s.log),
 		libmetricq.WithConfigHandler(s.onConfig),
 		libmetricq.WithMaxBufferedPoints(s.maxBuffered),
@@ -243,7 +244,8 @@ func (s *Source) newCore() (*libmetricq.IntervalSource, error) {
 				(*fn)(number)
 			}
 		}),
-	)
+	}, s.settings.options()...)
+	core, err := libmetricq.NewIntervalSource(s.url, s.token, s.update, opts...)
 	if err != nil {
 		return nil, err
 	}

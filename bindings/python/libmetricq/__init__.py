@@ -8,8 +8,10 @@
 
 The API follows ``metricq.SynchronousSource`` (plus ``send_batch`` and
 ``flush``); times are int nanoseconds, :class:`Timestamp` or aware
-``datetime`` objects. Failures raise :class:`MetricQError` subclasses (and
-:class:`TimeoutError`). The C library's log lines go to the logger
+``datetime`` objects. As in the reference, a failed send, declare, flush
+or stop is logged to the logger ``libmetricq`` and only :class:`TimeoutError`
+is raised; ``raise_errors=True`` makes every failure raise its
+:class:`MetricQError` subclass. The C library's log lines go to the logger
 ``libmetricq.core`` (see :func:`set_log_level`).
 """
 

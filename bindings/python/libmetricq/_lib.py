@@ -70,6 +70,12 @@ class mq_stats(ctypes.Structure):
             "buffer_full_waits",
             "blocked_events",
             "blocked",
+            "chunks_republished",
+            "buffer_full_timeouts",
+            "points_dropped",
+            "management_reconnects",
+            "data_connected",
+            "management_connected",
         )
     ]
 
@@ -144,6 +150,9 @@ mq_source_new = _proto("mq_source_new", c_void_p, c_char_p, c_char_p, c_double)
 mq_source_create = _proto("mq_source_create", c_void_p, c_char_p, c_char_p)
 mq_source_connect = _proto("mq_source_connect", c_int, c_void_p, c_double)
 mq_source_set_max_buffered = _proto("mq_source_set_max_buffered", c_int, c_void_p, c_int64)
+mq_source_set_client_version = _proto("mq_source_set_client_version", c_int, c_void_p, c_char_p)
+mq_source_set_reconnect_timeout = _proto("mq_source_set_reconnect_timeout", c_int, c_void_p, c_double)
+mq_source_wait = _proto("mq_source_wait", c_int, c_void_p, c_double)
 mq_source_set_config_handler = _proto("mq_source_set_config_handler", c_int, c_void_p, c_void_p, c_void_p)
 mq_source_declare = _proto("mq_source_declare", c_int, c_void_p, c_char_p, c_char_p, c_double)
 mq_source_declare_many = _proto("mq_source_declare_many", c_int, c_void_p, c_char_p, c_double)

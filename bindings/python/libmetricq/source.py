@@ -15,6 +15,8 @@ import logging
 import operator
 import sys
 import threading
+import uuid
+import warnings
 import weakref
 
 from . import _lib
@@ -109,6 +111,17 @@ def _json_default(obj):
     if isinstance(obj, Timestamp):
         return obj.posix_ns
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON serializable")
+
+
+def _describe(metrics):
+    """The metric names of a declare_metrics argument for a log line,
+    whatever it is."""
+    try:
+        if not isinstance(metrics, str):
+            return list(metrics.keys() if hasattr(metrics, "keys") else metrics)
+    except Exception:
+        pass
+    return repr(metrics)
 
 
 def _check_name(name):
@@ -276,6 +289,42 @@ def _free(handle, closed, _keep):
     _lib.mq_source_free(handle)
 
 
+def _seconds_arg(value, name):
+    """Seconds (a number or a Timedelta) > 0 for a keyword argument; the
+    error names the argument."""
+    if isinstance(value, Timedelta):
+        value = value.s
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds or a Timedelta, got {type(value).__name__}")
+    if not 0 < value < float("inf"):
+        raise InvalidArgument(f"{name} must be a finite number of seconds > 0, got {value!r}")
+    return float(value)
+
+
+def _reference_identity(token, url, management_url, add_uuid):
+    """(token, url) from the reference's Agent arguments: url positional or
+    keyword, management_url its deprecated alias, add_uuid a random suffix
+    for transient clients."""
+    if management_url is not None:
+        warnings.warn(
+            "using deprecated 'management_url' argument, please use 'url' instead",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        if url is not None:
+            raise TypeError("cannot use both 'url' and 'management_url', use only 'url'")
+        url = management_url
+    if url is None:
+        raise TypeError("missing required argument 'url'")
+    if not isinstance(add_uuid, bool):
+        raise TypeError(f"add_uuid must be True or False, got {type(add_uuid).__name__}")
+    if add_uuid:
+        if not isinstance(token, str):
+            raise TypeError(f"token must be a str, got {type(token).__name__}")
+        token = f"{token}.{uuid.uuid4().hex}"
+    return token, url
+
+
 class SynchronousSource:
     """A MetricQ Source for synchronous code, like ``metricq.SynchronousSource``.
 
@@ -284,7 +333,18 @@ class SynchronousSource:
     ``timeout`` seconds (:class:`TimeoutError`) or cannot be (a
     :class:`~libmetricq.MetricQError`).
 
-    Keyword Args:
+    Arguments of the reference (``metricq.Source``'s, which the reference
+    SynchronousSource passes on):
+        token, url: positional or keyword.
+        client_version: the version reported to the manager's "discover"
+            (default: none).
+        add_uuid: True appends ``"." + a random UUID`` to the token, for
+            transient sources without a configuration of their own.
+        connection_timeout: seconds (or a Timedelta) a lost connection may
+            stay down before the source stops itself (default 600).
+        management_url: deprecated alias of ``url`` (DeprecationWarning).
+
+    Keyword Args (beyond the reference):
         timeout: seconds to wait for the source to become ready (default 60).
         chunk_size: the default chunk size, as the :attr:`chunk_size`
             property (default 1; None: points go out on :meth:`flush` only).
@@ -298,13 +358,17 @@ class SynchronousSource:
             and set chunk sizes, but not :meth:`stop`. Raising an exception
             refuses the configuration (a refused first configuration makes
             the constructor fail with :class:`~libmetricq.RPCError`).
+        raise_errors: False (the default, as the reference): a failure of
+            :meth:`send`, :meth:`send_batch`, :meth:`declare_metrics`,
+            :meth:`flush` or :meth:`stop` other than a timeout is logged to
+            the ``libmetricq`` logger (with the metric and the reason) and
+            the call returns; only :class:`TimeoutError` is raised. True:
+            every failure raises its :class:`~libmetricq.MetricQError`.
 
-    With ``block=True`` (the default) every method raises on failure: a
-    :class:`~libmetricq.MetricQError` subclass, or :class:`TimeoutError`.
     With ``block=False``, :meth:`send` never waits (it fails at once when the
     buffer is full) and :meth:`declare_metrics`, :meth:`flush` and
-    :meth:`stop` run in a background thread; errors are logged to the
-    ``libmetricq`` logger instead of raised, as in the reference.
+    :meth:`stop` run in a background thread; the call returns at once and
+    any failure is logged.
 
     Use it as a context manager to stop (flush) and close it at the end of
     a ``with`` block. A source that is not closed is stopped, flushing for
@@ -314,21 +378,30 @@ class SynchronousSource:
     def __init__(
         self,
         token,
-        url,
+        url=None,
         *,
+        client_version=None,
+        add_uuid=False,
+        connection_timeout=None,
+        management_url=None,
         timeout=60.0,
         chunk_size=_lib.DEFAULT_CHUNK_SIZE,
         max_buffered=None,
         config_handler=None,
+        raise_errors=False,
     ):
         self._h = None
         self._closed_flag = [False]  # shared with the finalizer
+        token, url = _reference_identity(token, url, management_url, add_uuid)
         self._token = token
+        self._raise_errors = bool(raise_errors)
         self._metrics = {}
         self._metrics_lock = threading.Lock()
         chunk = _chunk_size_arg(chunk_size)
         url_b = _c_string(url, "url")
         token_b = _c_string(token, "token")
+        version_b = None if client_version is None else _c_string(client_version, "client_version")
+        reconnect = None if connection_timeout is None else _seconds_arg(connection_timeout, "connection_timeout")
         callback = self._config_callback(config_handler) if config_handler is not None else None
         handle = _lib.mq_source_create(url_b, token_b)
         if not handle:
@@ -343,6 +416,10 @@ class SynchronousSource:
                 self._check(_lib.mq_source_set_max_buffered(handle, max_buffered))
             if chunk != _lib.DEFAULT_CHUNK_SIZE:
                 self._check(_lib.mq_source_set_chunk_size(handle, None, chunk))
+            if version_b is not None:
+                self._check(_lib.mq_source_set_client_version(handle, version_b), "client_version")
+            if reconnect is not None:
+                self._check(_lib.mq_source_set_reconnect_timeout(handle, reconnect), "connection_timeout")
             if callback is not None:
                 self._check(_lib.mq_source_set_config_handler(handle, _lib.fn_address(callback), None))
             self._check(_lib.mq_source_connect(handle, _timeout(timeout)))
@@ -359,9 +436,20 @@ class SynchronousSource:
             return SourceStopped(f"the source {self._token} was closed")
         return error_for(status)
 
-    def _check(self, status):
+    def _check(self, status, argument=None):
         if status:
-            raise self._error(status)
+            err = self._error(status)
+            if argument is not None:
+                err.args = (f"{argument}: {err}",)
+            raise err
+
+    def _failed(self, what, metric, err):
+        """A failure of a data call: raised when the caller asked for
+        exceptions or it is a timeout (as in the reference), else logged
+        with the metric and the reason."""
+        if self._raise_errors or isinstance(err, TimeoutError):
+            raise err
+        logger.error("%s of %s on %s failed: %s", what, metric, self._token, err)
 
     def _config_callback(self, handler):
         if not callable(handler):
@@ -385,14 +473,12 @@ class SynchronousSource:
 
         return _lib.CONFIG_FN(on_config)
 
-    def _background(self, what, fn):
-        token = self._token
-
+    def _background(self, what, metric, fn):
         def run():
             try:
                 fn()
             except Exception as e:
-                logger.error("%s of %s failed: %s", what, token, e)
+                logger.error("%s of %s on %s failed: %s", what, metric, self._token, e)
 
         threading.Thread(target=run, name=f"libmetricq-{what}", daemon=True).start()
 
@@ -406,14 +492,16 @@ class SynchronousSource:
             time: int nanoseconds since the epoch, a :class:`Timestamp` or an
                 aware :class:`datetime.datetime`.
             value: a number.
-            block: True: wait (up to ``timeout``) when the buffer is full and
-                raise on failure. False: never wait; log a failure.
+            block: True: wait (up to ``timeout``) when the buffer is full.
+                False: never wait; a failure is logged, never raised.
             timeout: seconds; the send waits only when the buffer is full.
 
-        Raises (block=True only):
-            UndeclaredMetric, OrderError, InvalidArgument, SourceStopped,
-            PublishFailed, TimeoutError: the point was not accepted; sending
-            it again creates no duplicate.
+        Raises:
+            TimeoutError: the buffer stayed full for ``timeout`` seconds.
+            With raise_errors=True also UndeclaredMetric, OrderError,
+            InvalidArgument, SourceStopped, PublishFailed. Otherwise these
+            are logged. Either way the point was not accepted: sending it
+            again creates no duplicate.
         """
         try:
             name = _names_get(metric) or _encode_name(metric)
@@ -426,15 +514,16 @@ class SynchronousSource:
             # ctypes refused an argument: convert each one explicitly.
             status = self._send_converted(metric, time, value, block, timeout)
         except Exception as e:
-            if block:
-                raise
-            logger.error("send of %r failed: %s", metric, e)
+            self._send_failed(metric, e, block)
             return
         if status:
-            err = self._error(status)
-            if block:
-                raise err
-            logger.error("send of %r failed: %s", metric, err)
+            self._send_failed(metric, self._error(status), block)
+
+    def _send_failed(self, metric, err, block):
+        if block:
+            self._failed("send", repr(metric), err)
+        else:
+            logger.error("send of %r on %s failed: %s", metric, self._token, err)
 
     def _send_converted(self, metric, time, value, block, timeout):
         try:
@@ -448,9 +537,7 @@ class SynchronousSource:
                 raise TypeError(f"value must be a number, got {type(value).__name__}") from None
             return _send(self._h, name, time, value, _timeout(timeout) if block else _NOWAIT)
         except Exception as e:
-            if block:
-                raise
-            logger.error("send of %r failed: %s", metric, e)
+            self._send_failed(metric, e, block)
             return 0
 
     def send_batch(self, metric, times, values, timeout=60.0):
@@ -463,34 +550,46 @@ class SynchronousSource:
         the library without copying; anything else is converted first (a
         copy). Waits (up to ``timeout``) only when the buffer is full.
 
-        Raises: as :meth:`send` with block=True; InvalidArgument also for
-        arrays of different lengths.
+        Raises: as :meth:`send` with block=True; with raise_errors=True
+        InvalidArgument also for arrays of different lengths.
         """
-        name = _names_get(metric) or _encode_name(metric)
-        tptr, tkeep, n = _times_buffer(times)
-        vptr, vkeep, m = _values_buffer(values)
-        if n != m:
-            raise InvalidArgument(f"send_batch({metric!r}): {n} times but {m} values")
-        status = _send_batch(self._h, name, tptr, vptr, n, _timeout(timeout))
-        if status:
-            raise self._error(status)
+        try:
+            name = _names_get(metric) or _encode_name(metric)
+            tptr, tkeep, n = _times_buffer(times)
+            vptr, vkeep, m = _values_buffer(values)
+            if n != m:
+                raise InvalidArgument(f"send_batch({metric!r}): {n} times but {m} values")
+            status = _send_batch(self._h, name, tptr, vptr, n, _timeout(timeout))
+            if status:
+                raise self._error(status)
+        except Exception as e:
+            self._failed("send_batch", repr(metric), e)
 
     def declare_metrics(self, metrics, block=True, timeout=60.0):
         """Declares metrics: a mapping ``{name: metadata dict or None}`` or a
         list of names. A metric must be declared before points are sent.
-        With block=False, returns at once and logs a failure."""
-        if not block:
-            try:
-                text, names = _metrics_json(metrics)
-            except Exception as e:
-                logger.error("declare_metrics of %s failed: %s", self._token, e)
-                return
-            self._track(names)
-            self._background("declare_metrics", lambda: self._declare(text, timeout))
+        With block=False, returns at once and logs a failure.
+
+        Raises:
+            TimeoutError: the manager did not answer within ``timeout``.
+            Other failures raise only with raise_errors=True, else are logged.
+        """
+        try:
+            text, names = _metrics_json(metrics)
+        except Exception as e:
+            if block:
+                self._failed("declare_metrics", _describe(metrics), e)
+            else:
+                logger.error("declare_metrics of %s on %s failed: %s", _describe(metrics), self._token, e)
             return
-        text, names = _metrics_json(metrics)
         self._track(names)
-        self._declare(text, timeout)
+        if not block:
+            self._background("declare_metrics", names, lambda: self._declare(text, timeout))
+            return
+        try:
+            self._declare(text, timeout)
+        except Exception as e:
+            self._failed("declare_metrics", names, e)
 
     def _declare(self, text, timeout):
         self._check(_lib.mq_source_declare_many(self._h, text, _timeout(timeout)))
@@ -510,22 +609,41 @@ class SynchronousSource:
     def flush(self, timeout=60.0, block=True):
         """Returns once every point accepted before the call has been handed
         to the broker. Needed to send points when chunk_size is None.
-        With block=False, returns at once and logs a failure."""
+        With block=False, returns at once and logs a failure. Raises as
+        :meth:`declare_metrics`."""
         if not block:
-            self._background("flush", lambda: self._check(_lib.mq_source_flush(self._h, _timeout(timeout))))
+            self._background("flush", "all metrics", lambda: self._check(_lib.mq_source_flush(self._h, _timeout(timeout))))
             return
-        self._check(_lib.mq_source_flush(self._h, _timeout(timeout)))
+        try:
+            self._check(_lib.mq_source_flush(self._h, _timeout(timeout)))
+        except Exception as e:
+            self._failed("flush", "all metrics", e)
 
     def stop(self, timeout=60.0, block=True):
-        """Flushes (within timeout) and disconnects. Idempotent; later calls
-        raise SourceStopped (:attr:`stats` stays readable until
-        :meth:`close`). With block=False, returns at once and logs a
-        failure."""
+        """Flushes (within timeout) and disconnects. Idempotent (:attr:`stats`
+        stays readable until :meth:`close`); later data calls fail with
+        SourceStopped. With block=False, returns at once and logs a
+        failure. Raises as :meth:`declare_metrics`."""
         logger.debug("stopping source %s", self._token)
         if not block:
-            self._background("stop", lambda: self._check(_lib.mq_source_stop(self._h, _timeout(timeout))))
+            self._background("stop", "all metrics", lambda: self._check(_lib.mq_source_stop(self._h, _timeout(timeout))))
             return
-        self._check(_lib.mq_source_stop(self._h, _timeout(timeout)))
+        try:
+            self._check(_lib.mq_source_stop(self._h, _timeout(timeout)))
+        except Exception as e:
+            self._failed("stop", "all metrics", e)
+
+    def wait(self, timeout=None):
+        """Blocks until the source has stopped, or ``timeout`` seconds
+        (None: no limit) passed; sends nothing. Returns None when it was
+        stopped by :meth:`stop` or :meth:`close`; raises the cause when it
+        stopped on its own (e.g. :class:`~libmetricq.ConnectFailed` once a
+        lost connection stayed down for connection_timeout), and
+        :class:`TimeoutError` while it still runs. Always raises (the
+        answer is the point of the call)."""
+        if self._closed_flag[0]:
+            return
+        self._check(_lib.mq_source_wait(self._h, _timeout(timeout)))
 
     def close(self):
         """Stops the source if needed (flushing for at most 10 seconds) and

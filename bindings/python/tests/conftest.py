@@ -272,13 +272,17 @@ def token(request):
 
 @pytest.fixture
 def make_source(manager, url, token):
-    """make_source(**kwargs) -> a connected SynchronousSource (closed after the test)."""
+    """make_source(**kwargs) -> a connected SynchronousSource (closed after the test).
+
+    raise_errors defaults to True here: most tests check the exception a
+    failure maps to; test_reference.py checks the reference's default."""
     import libmetricq
 
     sources = []
 
     def make(**kwargs):
         kwargs.setdefault("timeout", 20)
+        kwargs.setdefault("raise_errors", True)
         tok = kwargs.pop("token", None) or f"{token}-{len(sources)}"
         s = libmetricq.SynchronousSource(tok, kwargs.pop("url", url), **kwargs)
         sources.append(s)
@@ -332,3 +336,109 @@ def send_path(request, monkeypatch):
     else:
         monkeypatch.setattr(source, "_send", _lib.mq_source_send)
     return request.param
+
+
+# --- the reference client, for discover and config RPCs ---------------------
+
+
+@pytest.fixture
+def reference_client(url, manager):
+    """reference_client(target_token, configs=()) -> the reference metricq
+    client's result (tests/interop/py_client.py): the target's discover
+    replies and the replies to a "config" RPC per entry of configs."""
+
+    def call(target, configs=()):
+        configs_file = PACKAGE_DIR.parent.parent / "build" / f"py-client-{secrets.token_hex(4)}.json"
+        configs_file.parent.mkdir(parents=True, exist_ok=True)
+        configs_file.write_text(json.dumps(list(configs)))
+        try:
+            r = subprocess.run(
+                [sys.executable, str(ROOT / "tests" / "interop" / "py_client.py"), url,
+                 "client-pytest-" + secrets.token_hex(4), target, str(configs_file)],
+                capture_output=True, text=True, timeout=90,
+            )
+        finally:
+            configs_file.unlink()
+        assert r.returncode == 0, r.stderr[-3000:]
+        return json.loads(r.stdout.splitlines()[-1])
+
+    return call
+
+
+# --- a TCP proxy in front of the broker, to take it away -------------------
+
+
+class Proxy:
+    """Forwards loopback connections to the broker until cut(): then every
+    connection is closed and new ones are refused, as when the broker
+    goes away."""
+
+    def __init__(self, url):
+        import socket
+        import urllib.parse
+
+        self._socket = socket
+        parsed = urllib.parse.urlsplit(url)
+        self._target = (parsed.hostname, parsed.port or 5672)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._conns = []
+        self._lock = threading.Lock()
+        self._cut = False
+        port = self._listener.getsockname()[1]
+        self.url = parsed._replace(netloc=f"{parsed.netloc.rsplit('@', 1)[0]}@127.0.0.1:{port}").geturl()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = self._socket.create_connection(self._target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                if self._cut:
+                    client.close()
+                    upstream.close()
+                    return
+                self._conns += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        with self._lock:
+            self._cut = True
+            conns, self._conns = self._conns, []
+        try:
+            self._listener.shutdown(self._socket.SHUT_RDWR)  # wakes accept()
+        except OSError:
+            pass
+        self._listener.close()
+        for c in conns:
+            try:
+                c.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+@pytest.fixture
+def proxy(url):
+    p = Proxy(url)
+    yield p
+    p.cut()

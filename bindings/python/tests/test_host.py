@@ -50,7 +50,7 @@ def test_forked_child_gets_an_error_not_a_hang(manager, url, token, metric_prefi
         f"""
         import os, sys
         import libmetricq
-        source = libmetricq.SynchronousSource({token!r}, {url!r}, timeout=20)
+        source = libmetricq.SynchronousSource({token!r}, {url!r}, timeout=20, raise_errors=True)
         source.declare_metrics([{m!r}])
         pid = os.fork()
         if pid == 0:

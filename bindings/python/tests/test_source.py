@@ -52,7 +52,7 @@ def test_full_cycle(make_source, tail, metric_prefix):
 def test_declare_list_and_context_manager(manager, url, token, tail, metric_prefix):
     names = [metric_prefix + n for n in ("x", "y", "z")]
     sink = tail(*names)
-    with SynchronousSource(token, url, timeout=20) as source:
+    with SynchronousSource(token, url, timeout=20, raise_errors=True) as source:
         source.declare_metrics(names)
         for i, name in enumerate(names):
             source.send(name, 1000 + i, float(i))

@@ -272,6 +272,25 @@ int mq_source_stats(mq_source *src, mq_stats *stats, size_t size);
    At chunk size 1 every point crosses into Go once (its chunk is
    published at once), as without staging. */
 
+/* --- Metric handles --------------------------------------------------------
+   The fastest way to send: a handle stands for one metric of one source,
+   so a send by handle does no name lookup. mq_source_metric returns the
+   handle of `metric` (the same handle for the same name every time), or
+   NULL with mq_last_error() set: a bad source handle, a bad name. The
+   metric need not be declared yet; sends by the handle are
+   MQ_ERR_UNDECLARED until it is. A handle stays valid until
+   mq_source_free(src) and needs no freeing of its own. A handle of a
+   freed source, NULL, or any value mq_source_metric did not return is
+   MQ_ERR_INVALID (with a text in mq_last_error()), never a crash.
+   Otherwise mq_metric_send and mq_metric_send_batch behave exactly as
+   mq_source_send and mq_source_send_batch with the metric's name: the
+   same rules, staging and errors (n == 0 is a no-op). */
+typedef struct mq_metric mq_metric;     /* opaque handle to one metric of a source */
+mq_metric *mq_source_metric(mq_source *src, const char *metric);
+int mq_metric_send(mq_metric *m, int64_t time_ns, double value, double timeout);
+int mq_metric_send_batch(mq_metric *m, const int64_t *time_ns, const double *values,
+                         size_t n, double timeout);
+
 /* --- Logging ---------------------------------------------------------------
    The library logs connection trouble, lost points and the like. By
    default warnings and errors go to stderr, one line each. The environment

@@ -372,6 +372,20 @@ func libmq_go_stage_state(src C.uintptr_t, metric *C.char, out *C.libmq_metric_s
 	})
 }
 
+// libmq_go_stage_check_name checks a source handle and a metric name for
+// a metric handle (mq_source_metric); the metric need not be declared.
+//
+//export libmq_go_stage_check_name
+func libmq_go_stage_check_name(src C.uintptr_t, metric *C.char) C.int {
+	return status(src, func(*syncsource.Source) error {
+		name, err := borrowName(metric)
+		if err != nil {
+			return err
+		}
+		return libmetricq.ValidateMetricName(name)
+	})
+}
+
 // libmq_go_stage_reserve takes buffer space for staged points: with wait
 // 0, up to n points without waiting, returning how many (0: none free);
 // otherwise exactly n, waiting up to timeout, returning n. A negative

@@ -96,6 +96,21 @@ int mq_source_send_batch(mq_source *src, const char *metric, const int64_t *time
     return libmq_stage_send_batch(H(src), metric, time_ns, values, count, timeout);
 }
 
+mq_metric *mq_source_metric(mq_source *src, const char *metric) {
+    GUARD_NULL
+    return (mq_metric *)libmq_stage_metric(H(src), metric);
+}
+
+int mq_metric_send(mq_metric *m, int64_t time_ns, double value, double timeout) {
+    GUARD_INT;
+    return libmq_stage_metric_send((uintptr_t)m, time_ns, value, timeout);
+}
+
+int mq_metric_send_batch(mq_metric *m, const int64_t *time_ns, const double *values, size_t n, double timeout) {
+    GUARD_INT;
+    return libmq_stage_metric_send_batch((uintptr_t)m, time_ns, values, n, timeout);
+}
+
 int mq_source_flush(mq_source *src, double timeout) {
     GUARD_INT;
     return libmq_stage_flush(H(src), timeout);

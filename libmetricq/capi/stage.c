@@ -88,6 +88,7 @@ typedef struct metric_stage {
     double *values;
     int64_t slot_time; /* room for one point without any allocation, so that */
     double slot_value; /* a stage always works, out of memory too */
+    uintptr_t id; /* its mq_metric handle (0: none; see metric_id) */
     size_t name_len;
     char name[]; /* NUL-terminated */
 } metric_stage;
@@ -114,6 +115,8 @@ typedef struct source_stage {
     uint64_t dropped;    /* staged points a stop could not hand over */
     size_t metric_count, bucket_count;
     metric_stage **buckets;
+    metric_stage **by_index; /* the stages with a metric handle, by index */
+    size_t index_count, index_room;
     metric_stage *newest; /* head of the list through older: stages are only
                              added (under the write lock) until destroy, so
                              it is walked with a reference and no lock */
@@ -123,6 +126,14 @@ typedef struct source_stage {
 } source_stage;
 
 enum { SOURCE_BUCKETS = 64 };
+
+/* A metric handle (mq_metric *) is an integer, never an address, so that
+   a stale, foreign or made-up one is simply not found and never read
+   through: the source's handle in the high bits, 1 + the stage's index in
+   the source's by_index in the low INDEX_BITS. Go never reuses a source
+   handle, so a handle of a freed source stays invalid for good. */
+enum { INDEX_BITS = sizeof(uintptr_t) >= 8 ? 24 : 12 };
+#define INDEX_MASK (((uintptr_t)1 << INDEX_BITS) - 1)
 
 /* The registry lock, a reader-writer lock built for a read side taken on
    every point from many threads at once and a write side taken a few times
@@ -208,6 +219,21 @@ static metric_stage *find_metric(source_stage *s, const char *name, size_t len, 
     return NULL;
 }
 
+/* Under the write lock: gives m the next metric handle of s, if memory
+   and the handle's bits allow (otherwise m is only found by name). */
+static void give_id(source_stage *s, metric_stage *m) {
+    if (s->index_count >= INDEX_MASK || s->handle > (UINTPTR_MAX >> INDEX_BITS)) return;
+    if (s->index_count == s->index_room) {
+        size_t room = s->index_room == 0 ? 16 : s->index_room * 2;
+        metric_stage **grown = realloc(s->by_index, room * sizeof *grown);
+        if (grown == NULL) return;
+        s->by_index = grown;
+        s->index_room = room;
+    }
+    s->by_index[s->index_count++] = m;
+    m->id = s->handle << INDEX_BITS | s->index_count;
+}
+
 /* Under the write lock. */
 static void insert_metric(source_stage *s, metric_stage *m) {
     if (s->metric_count >= s->bucket_count) {
@@ -229,6 +255,7 @@ static void insert_metric(source_stage *s, metric_stage *m) {
     m->next = s->buckets[m->hash & (s->bucket_count - 1)];
     s->buckets[m->hash & (s->bucket_count - 1)] = m;
     s->metric_count++;
+    give_id(s, m);
     m->older = s->newest;
     STORE(&s->newest, m);
 }
@@ -406,12 +433,18 @@ static void free_stage(metric_stage *m) {
     free(m);
 }
 
-/* Creates the metric's stage if the core has it declared, from the
-   core's facts as read now. Returns whether the metric has a stage. */
-static int add_metric(uintptr_t handle, source_stage *s, const char *name, size_t len, uint64_t hash) {
+/* Creates the metric's stage, from the core's facts as read now: for a
+   send only if the core has the metric declared (otherwise the send goes
+   to Go, which says why), for a metric handle in any case (a stage
+   without facts reads them at its first point). Returns the metric's
+   stage, or NULL. The caller holds a reference to s, which keeps the
+   stage alive. */
+static metric_stage *add_metric(uintptr_t handle, source_stage *s, const char *name, size_t len, uint64_t hash,
+                                int for_handle) {
     uint64_t generation = LOAD(&s->generation);
     libmq_metric_state state;
-    if (libmq_go_stage_state(handle, (char *)name, &state) != MQ_OK) return 0;
+    int known = libmq_go_stage_state(handle, (char *)name, &state) == MQ_OK;
+    if (!known && !for_handle) return NULL;
     metric_stage *m = calloc(1, sizeof *m + len + 1);
     if (m != NULL) {
         pthread_mutex_init(&m->mu, NULL);
@@ -421,15 +454,18 @@ static int add_metric(uintptr_t handle, source_stage *s, const char *name, size_
         m->times = &m->slot_time;
         m->values = &m->slot_value;
         m->room = 1;
-        apply_state(m, &state, generation);
+        if (known) apply_state(m, &state, generation); /* otherwise generation 0: never current */
     }
     write_lock();
-    int found = find_metric(s, name, len, hash) != NULL;
-    int added = !found && m != NULL && is_open(s);
-    if (added) insert_metric(s, m);
+    metric_stage *found = find_metric(s, name, len, hash);
+    int added = found == NULL && m != NULL && (for_handle ? !LOAD(&s->closed) : is_open(s));
+    if (added) {
+        insert_metric(s, m);
+        found = m;
+    }
     write_unlock();
     if (!added && m != NULL) free_stage(m);
-    return found || added;
+    return found;
 }
 
 /* Returns the metric's stage, locked, and its source; NULL when the call
@@ -454,7 +490,7 @@ static metric_stage *lock_metric(uintptr_t handle, const char *name, source_stag
         }
         hold_source(s); /* add_metric uses s without the read lock */
         read_unlock();
-        int has_stage = add_metric(handle, s, name, len, hash);
+        int has_stage = add_metric(handle, s, name, len, hash, 0) != NULL;
         release_source(s);
         if (!has_stage) return NULL;
     }
@@ -553,29 +589,31 @@ static int stage_point(uintptr_t handle, source_stage *s, metric_stage *m, int64
     return MQ_OK;
 }
 
-int libmq_stage_send(uintptr_t handle, const char *metric, int64_t time_ns, double value, double timeout) {
-    source_stage *s;
-    metric_stage *m = timeout_ok(timeout) ? lock_metric(handle, metric, &s) : NULL;
-    if (m == NULL) return libmq_go_source_send(handle, (char *)metric, time_ns, value, timeout);
-    int status = stage_point(handle, s, m, time_ns, value, timeout);
+/* Under m->mu, which it lets go: when the point or batch goes to Go
+   directly (SEND_DIRECT), it goes under a copy of m's name, since m may
+   be freed once the mutex is let go. */
+static void unlock_metric(metric_stage *m, int status, char name[MQ_MAX_NAME_LENGTH + 1]) {
+    if (status == SEND_DIRECT) memcpy(name, m->name, m->name_len + 1);
     pthread_mutex_unlock(&m->mu);
-    /* m and s may be freed from here on: the caller's name, not m's. */
-    if (status == SEND_DIRECT) return libmq_go_source_send(handle, (char *)metric, time_ns, value, timeout);
+}
+
+/* Under m->mu, which it lets go. */
+static int send_point(uintptr_t handle, source_stage *s, metric_stage *m, int64_t time_ns, double value,
+                      double timeout) {
+    int status = timeout_ok(timeout) ? stage_point(handle, s, m, time_ns, value, timeout) : SEND_DIRECT;
+    char name[MQ_MAX_NAME_LENGTH + 1];
+    unlock_metric(m, status, name);
+    if (status == SEND_DIRECT) return libmq_go_source_send(handle, name, time_ns, value, timeout);
     return status;
 }
 
-int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *time_ns, const double *values,
-                           size_t count, double timeout) {
-    source_stage *s;
-    metric_stage *m = NULL;
+/* Under m->mu, which it lets go. */
+static int send_batch(uintptr_t handle, source_stage *s, metric_stage *m, const int64_t *time_ns,
+                      const double *values, size_t count, double timeout) {
+    int status = SEND_DIRECT; /* bad arguments: Go says what is wrong, or takes an empty batch */
     if (timeout_ok(timeout) && count > 0 && count <= (size_t)INT64_MAX && time_ns != NULL && values != NULL) {
-        m = lock_metric(handle, metric, &s);
+        status = is_open(s) && m->generation != LOAD(&s->generation) ? refresh(handle, s, m) : MQ_OK;
     }
-    if (m == NULL) {
-        return libmq_go_source_send_batch(handle, (char *)metric, (int64_t *)time_ns, (double *)values, count,
-                                          timeout);
-    }
-    int status = is_open(s) && m->generation != LOAD(&s->generation) ? refresh(handle, s, m) : MQ_OK;
     if (status == MQ_OK && !is_open(s)) {
         status = close_stage(handle, m);
     } else if (status == MQ_OK && (int64_t)count > m->max_buffered) {
@@ -599,13 +637,91 @@ int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *
         STORE(&m->accepted, m->accepted + count);
         retarget(m);
     }
-    pthread_mutex_unlock(&m->mu);
-    /* m and s may be freed from here on: the caller's name, not m's. */
+    char name[MQ_MAX_NAME_LENGTH + 1];
+    unlock_metric(m, status, name);
     if (status == SEND_DIRECT) {
+        return libmq_go_source_send_batch(handle, name, (int64_t *)time_ns, (double *)values, count, timeout);
+    }
+    return status;
+}
+
+int libmq_stage_send(uintptr_t handle, const char *metric, int64_t time_ns, double value, double timeout) {
+    source_stage *s;
+    metric_stage *m = timeout_ok(timeout) ? lock_metric(handle, metric, &s) : NULL;
+    if (m == NULL) return libmq_go_source_send(handle, (char *)metric, time_ns, value, timeout);
+    return send_point(handle, s, m, time_ns, value, timeout);
+}
+
+int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *time_ns, const double *values,
+                           size_t count, double timeout) {
+    source_stage *s;
+    metric_stage *m = NULL;
+    if (timeout_ok(timeout) && count > 0 && count <= (size_t)INT64_MAX && time_ns != NULL && values != NULL) {
+        m = lock_metric(handle, metric, &s);
+    }
+    if (m == NULL) {
         return libmq_go_source_send_batch(handle, (char *)metric, (int64_t *)time_ns, (double *)values, count,
                                           timeout);
     }
-    return status;
+    return send_batch(handle, s, m, time_ns, values, count, timeout);
+}
+
+static const char bad_metric_text[] =
+    "invalid metric handle (NULL, of a source already freed, or not made by mq_source_metric)";
+
+/* Returns the stage of a metric handle, locked, and its source; NULL
+   (with mq_last_error set) for anything that is not a live handle. */
+static metric_stage *lock_handle(uintptr_t id, source_stage **source) {
+    uintptr_t index = id & INDEX_MASK;
+    metric_stage *m = NULL;
+    if (index != 0) {
+        read_lock();
+        source_stage *s = *source_slot(id >> INDEX_BITS);
+        if (s != NULL && index <= s->index_count) {
+            m = s->by_index[index - 1];
+            pthread_mutex_lock(&m->mu);
+            *source = s;
+        }
+        read_unlock();
+    }
+    if (m == NULL) libmq_set_error(bad_metric_text, sizeof bad_metric_text - 1);
+    return m;
+}
+
+uintptr_t libmq_stage_metric(uintptr_t handle, const char *name) {
+    if (libmq_go_stage_check_name(handle, (char *)name) != MQ_OK) return 0;
+    size_t len;
+    uint64_t hash;
+    source_stage *s = name_hash(name, &len, &hash) ? acquire_source(handle) : NULL;
+    uintptr_t id = 0;
+    if (s != NULL) {
+        read_lock();
+        metric_stage *m = find_metric(s, name, len, hash);
+        read_unlock();
+        if (m == NULL) m = add_metric(handle, s, name, len, hash, 1);
+        if (m != NULL) id = m->id;
+        release_source(s);
+    }
+    if (id == 0) {
+        static const char text[] = "no metric handle: the source is being freed, or out of memory";
+        libmq_set_error(text, sizeof text - 1);
+    }
+    return id;
+}
+
+int libmq_stage_metric_send(uintptr_t metric, int64_t time_ns, double value, double timeout) {
+    source_stage *s;
+    metric_stage *m = lock_handle(metric, &s);
+    if (m == NULL) return MQ_ERR_INVALID;
+    return send_point(s->handle, s, m, time_ns, value, timeout);
+}
+
+int libmq_stage_metric_send_batch(uintptr_t metric, const int64_t *time_ns, const double *values, size_t count,
+                                  double timeout) {
+    source_stage *s;
+    metric_stage *m = lock_handle(metric, &s);
+    if (m == NULL) return MQ_ERR_INVALID;
+    return send_batch(s->handle, s, m, time_ns, values, count, timeout);
 }
 
 /* Hands every staged point of the source over and gives back unused
@@ -697,6 +813,7 @@ static void destroy(source_stage *s) {
         }
     }
     free(s->buckets);
+    free(s->by_index);
     pthread_mutex_destroy(&s->ref_mu);
     pthread_cond_destroy(&s->ref_cond);
     free(s);

@@ -19,6 +19,12 @@ LIBMQ_HIDDEN int libmq_stage_send(uintptr_t handle, const char *metric, int64_t 
                                   double timeout);
 LIBMQ_HIDDEN int libmq_stage_send_batch(uintptr_t handle, const char *metric, const int64_t *time_ns,
                                         const double *values, size_t count, double timeout);
+/* The metric handle (mq_metric *) of a metric of the source, 0 with
+   mq_last_error set on failure; and the sends by such a handle. */
+LIBMQ_HIDDEN uintptr_t libmq_stage_metric(uintptr_t handle, const char *metric);
+LIBMQ_HIDDEN int libmq_stage_metric_send(uintptr_t metric, int64_t time_ns, double value, double timeout);
+LIBMQ_HIDDEN int libmq_stage_metric_send_batch(uintptr_t metric, const int64_t *time_ns, const double *values,
+                                               size_t count, double timeout);
 LIBMQ_HIDDEN int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chunk_size);
 LIBMQ_HIDDEN int libmq_stage_flush(uintptr_t handle, double timeout);
 LIBMQ_HIDDEN void libmq_stage_free(uintptr_t handle);

@@ -768,6 +768,7 @@ static void test_threads(void) {
    (and then delivered: free flushes) or fails with STOPPED or INVALID. */
 struct racer {
     mq_source *src;
+    mq_metric *handle; /* sends by handle when set, by name otherwise */
     char metric[64];
     long accepted;
 };
@@ -775,7 +776,8 @@ struct racer {
 static void *racer_main(void *arg) {
     struct racer *r = arg;
     for (long k = 0;; k++) {
-        int rc = mq_source_send(r->src, r->metric, T0 + k, (double)k, 10);
+        int rc = r->handle != NULL ? mq_metric_send(r->handle, T0 + k, (double)k, 10)
+                                   : mq_source_send(r->src, r->metric, T0 + k, (double)k, 10);
         if (rc == MQ_OK) {
             r->accepted = k + 1;
             continue;
@@ -800,7 +802,9 @@ static void test_free_race(void) {
         racers[i].accepted = 0;
         snprintf(racers[i].metric, sizeof racers[i].metric, "ctest.freerace.m%d", i);
         EXPECT(MQ_OK, mq_source_declare(src, racers[i].metric, NULL, 10));
+        racers[i].handle = i == 2 ? mq_source_metric(src, racers[i].metric) : NULL;
     }
+    CHECK_MSG(racers[2].handle != NULL, "mq_source_metric: %s", mq_last_error());
     for (int i = 0; i < 3; i++) {
         pthread_create(&th[i], NULL, racer_main, &racers[i]);
     }
@@ -813,6 +817,101 @@ static void test_free_race(void) {
         expect_seq(racers[i].metric, racers[i].accepted, T0, 1, 0, 1);
         expect_chunks(racers[i].metric, "max 100");
     }
+    /* The source is freed: its metric handle is invalid for good. */
+    EXPECT_ERR(MQ_ERR_INVALID, "metric handle", mq_metric_send(racers[2].handle, T0 + (INT64_C(1) << 40), 1, 1));
+}
+
+/* Every metric handle call with a value that is not a live handle. */
+static void metric_calls_invalid(mq_metric *m) {
+    int64_t t = T0;
+    double v = 1;
+    EXPECT_ERR(MQ_ERR_INVALID, "metric handle", mq_metric_send(m, t, v, 1));
+    EXPECT_ERR(MQ_ERR_INVALID, "metric handle", mq_metric_send_batch(m, &t, &v, 1, 1));
+    EXPECT_ERR(MQ_ERR_INVALID, "metric handle", mq_metric_send_batch(m, NULL, NULL, 0, 1));
+}
+
+/* Metric handles (mq_source_metric, mq_metric_send, mq_metric_send_batch):
+   the same rules as sends by name, and misuse is MQ_ERR_INVALID. */
+static void test_metric_handles(void) {
+    fprintf(stderr, "== metric handles\n");
+    int local;
+    metric_calls_invalid(NULL);
+    metric_calls_invalid((mq_metric *)(uintptr_t)1);
+    metric_calls_invalid((mq_metric *)(uintptr_t)0x7fff12345678);
+    metric_calls_invalid((mq_metric *)&local);
+    metric_calls_invalid((mq_metric *)(uintptr_t)-1);
+    CHECK(mq_source_metric(NULL, "ctest.handle.a") == NULL);
+    CHECK_MSG(strstr(mq_last_error(), "handle") != NULL, "mq_source_metric(NULL): %s", mq_last_error());
+    CHECK(mq_source_metric((mq_source *)(uintptr_t)0x7fff12345678, "ctest.handle.a") == NULL);
+
+    mq_source *src = mq_source_create(url, "ctest-handles");
+    CHECK(src != NULL);
+    if (src == NULL) return;
+    /* Before connecting: a handle, whose sends say why they fail. */
+    mq_metric *early = mq_source_metric(src, "ctest.handle.a");
+    CHECK_MSG(early != NULL, "mq_source_metric before connecting: %s", mq_last_error());
+    EXPECT_ERR(MQ_ERR_INVALID, "not connected", mq_metric_send(early, T0, 1, 1));
+    /* A source handle is no metric handle. */
+    metric_calls_invalid((mq_metric *)src);
+    EXPECT(MQ_OK, mq_source_connect(src, 30));
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 10));
+
+    CHECK(mq_source_metric(src, NULL) == NULL);
+    CHECK(mq_source_metric(src, "") == NULL);
+    CHECK_MSG(strstr(mq_last_error(), "empty") != NULL, "empty name: %s", mq_last_error());
+    CHECK(mq_source_metric(src, "ctest.handle.*") == NULL);
+    char long_name[MQ_MAX_NAME_LENGTH + 2];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    CHECK(mq_source_metric(src, long_name) == NULL);
+
+    mq_metric *a = mq_source_metric(src, "ctest.handle.a");
+    CHECK(a == early);
+    CHECK(mq_source_metric(src, "ctest.handle.a") == a);
+    mq_metric *b = mq_source_metric(src, "ctest.handle.b");
+    CHECK(b != NULL && b != a);
+    EXPECT_ERR(MQ_ERR_UNDECLARED, "ctest.handle.a", mq_metric_send(a, T0, 1, 1));
+    EXPECT(MQ_OK, mq_source_declare_many(src, "[\"ctest.handle.a\", \"ctest.handle.b\"]", 10));
+
+    /* By handle and by name, one metric, one order. */
+    for (int i = 0; i < 25; i++) {
+        int rc = i % 5 == 4 ? mq_source_send(src, "ctest.handle.a", T0 + i, i, 5) : mq_metric_send(a, T0 + i, i, 5);
+        CHECK_MSG(rc == MQ_OK, "send %d: %d %s", i, rc, mq_last_error());
+    }
+    EXPECT_ERR(MQ_ERR_ORDER, "ctest.handle.a", mq_metric_send(a, T0 + 24, 0, 5));
+    EXPECT_ERR(MQ_ERR_ORDER, "ctest.handle.a", mq_metric_send(a, T0, 0, 5));
+    int64_t times[10];
+    double values[10];
+    for (int i = 0; i < 10; i++) {
+        times[i] = T0 + 25 + i;
+        values[i] = 25 + i;
+    }
+    EXPECT(MQ_OK, mq_metric_send_batch(a, times, values, 10, 5));
+    EXPECT_ERR(MQ_ERR_ORDER, "ctest.handle.a", mq_metric_send_batch(a, times, values, 10, 5));
+    EXPECT(MQ_OK, mq_metric_send_batch(a, NULL, NULL, 0, 5));
+    EXPECT(MQ_ERR_INVALID, mq_metric_send_batch(a, NULL, values, 3, 5));
+    EXPECT(MQ_ERR_INVALID, mq_metric_send(a, T0 + 100, 1, -1));
+    EXPECT(MQ_ERR_INVALID, mq_metric_send(a, T0 + 100, 1, NAN));
+    expect_seq("ctest.handle.a", 35, T0, 1, 0, 1);
+    expect_chunks("ctest.handle.a", "exact 10,10,10,5");
+
+    /* A handle stays valid while its source lives. */
+    for (int i = 0; i < 3; i++) send_ok(src, "ctest.handle.b", T0 + i, i);
+    EXPECT(MQ_OK, mq_metric_send(b, T0 + 3, 3, 5));
+    expect_point("ctest.handle.b", T0 + 3, 3);
+    expect_chunks("ctest.handle.b", "max 10");
+    EXPECT(MQ_OK, mq_source_flush(src, 10));
+    mq_stats st;
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    CHECK_MSG(st.points_accepted == 39, "accepted %" PRIu64 ", want 39", st.points_accepted);
+
+    EXPECT(MQ_OK, mq_source_stop(src, 10));
+    EXPECT(MQ_ERR_STOPPED, mq_metric_send(a, T0 + 100, 1, 1));
+    EXPECT(MQ_ERR_STOPPED, mq_metric_send_batch(b, times, values, 1, 1));
+    mq_source_free(src);
+    metric_calls_invalid(a);
+    metric_calls_invalid(b);
+    CHECK(mq_source_metric(src, "ctest.handle.a") == NULL);
 }
 
 /* ----------------------------------------------------------------------- */
@@ -1646,6 +1745,7 @@ int main(void) {
     test_source();
     test_threads();
     test_free_race();
+    test_metric_handles();
     test_stage_stress();
     test_buffer();
     test_staging();

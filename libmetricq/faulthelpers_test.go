@@ -312,33 +312,54 @@ type stream struct {
 	mu       sync.Mutex
 	accepted map[string][]libmetricq.Point
 	timeouts int
+	slowest  time.Duration // the longest call
 	err      error
 	stop     chan struct{}
 	done     chan struct{}
 }
 
 func startStream(t testing.TB, src *libmetricq.Source, metrics []string, every, sendTimeout time.Duration) *stream {
+	return startBatchStream(t, src, metrics, every, 1, sendTimeout)
+}
+
+// startBatchStream sends batch points per metric and tick, with SendBatch
+// when batch > 1.
+func startBatchStream(t testing.TB, src *libmetricq.Source, metrics []string, every time.Duration, batch int, sendTimeout time.Duration) *stream {
 	t.Helper()
 	s := &stream{src: src, metrics: metrics, accepted: map[string][]libmetricq.Point{}, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(every)
 		defer tick.Stop()
-		for i := 0; ; i++ {
+		times := make([]libmetricq.Timestamp, batch)
+		values := make([]float64, batch)
+		for i := 0; ; i += batch {
 			select {
 			case <-s.stop:
 				return
 			case <-tick.C:
 			}
+			for j := range batch {
+				times[j], values[j] = ts(i+j), float64(i+j)
+			}
 			for _, m := range metrics {
 				ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
-				p := libmetricq.Point{Time: ts(i), Value: float64(i)}
-				err := src.Send(ctx, m, p.Time, p.Value)
+				start := time.Now()
+				var err error
+				if batch == 1 {
+					err = src.Send(ctx, m, times[0], values[0])
+				} else {
+					err = src.SendBatch(ctx, m, times, values)
+				}
+				took := time.Since(start)
 				cancel()
 				s.mu.Lock()
+				s.slowest = max(s.slowest, took)
 				switch {
 				case err == nil:
-					s.accepted[m] = append(s.accepted[m], p)
+					for j := range batch {
+						s.accepted[m] = append(s.accepted[m], libmetricq.Point{Time: times[j], Value: values[j]})
+					}
 				case errors.Is(err, context.DeadlineExceeded):
 					s.timeouts++
 				default:

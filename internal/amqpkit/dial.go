@@ -58,7 +58,7 @@ func Dial(ctx context.Context, rawURL string, o DialOptions) (*amqp.Connection, 
 	cfg := amqp.Config{
 		Heartbeat:  o.Heartbeat,
 		Properties: props,
-		Dial:       openSocket(ctx, deadline),
+		Dial:       openSocket(ctx, deadline, writeTimeoutFor(o.Heartbeat)),
 	}
 	if uri.Scheme == "amqps" {
 		tlsConfig, err := TLSConfig(rawURL, o.TLS)
@@ -87,19 +87,20 @@ func Dial(ctx context.Context, rawURL string, o DialOptions) (*amqp.Connection, 
 // openSocket is where every AMQP connection of the project gets its TCP
 // socket (amqp091 runs TLS over it): anything the socket needs for its
 // whole life belongs here.
-func openSocket(ctx context.Context, deadline time.Time) func(network, addr string) (net.Conn, error) {
+func openSocket(ctx context.Context, deadline time.Time, writeTimeout time.Duration) func(network, addr string) (net.Conn, error) {
 	return func(network, addr string) (net.Conn, error) {
 		d := net.Dialer{Deadline: deadline}
 		conn, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}
+		watched := &deadlineConn{Conn: conn, writeTimeout: writeTimeout}
 		// Bounds the TLS and AMQP handshakes; amqp091 clears it after.
-		if err := conn.SetDeadline(deadline); err != nil {
+		if err := watched.SetDeadline(deadline); err != nil {
 			conn.Close()
 			return nil, err
 		}
-		return conn, nil
+		return watched, nil
 	}
 }
 

@@ -1,0 +1,200 @@
+package libmetricq_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libmetricq/libmetricq/internal/testenv"
+	"github.com/libmetricq/libmetricq/libmetricq"
+	"github.com/libmetricq/libmetricq/libmetricq/manager"
+)
+
+// Network faults injected by a proxy between the source and the broker
+// (the manager and the sink talk to the broker directly). Each test streams
+// through the fault and checks: every accepted point arrives once and in
+// order (whole republished chunks aside), nothing refused arrives, points
+// sent after the recovery arrive, the fault is noticed and repaired within
+// bounds, and no call outlived its timeout. The measured times are logged
+// as "measured: ..." lines (docs/reliability.md quotes them).
+
+// testHeartbeat keeps the tests short; one test runs with the default.
+const testHeartbeat = 2 * time.Second
+
+type networkFault struct {
+	heartbeat  time.Duration
+	batch      int // points per metric and tick (1 ms), to fill the socket buffers
+	data, mgmt bool
+	inject     func(t *testing.T, p *faultProxy)
+	heal       func(t *testing.T, p *faultProxy) // after the detection, if set
+	detect     time.Duration                     // bound on noticing it
+	recover    time.Duration                     // bound on repairing it, from the detection (or the heal)
+}
+
+func runNetworkFault(t *testing.T, f networkFault) {
+	startManager(t, manager.Config{})
+	token := testenv.Token(t, "source")
+	metrics := []string{"net.fault.a", "net.fault.b"}
+	sink := newDurableSink(t, testenv.URL(t), metrics...)
+	proxy, proxied := newFaultProxy(t, testenv.URL(t))
+	var rep republished
+	var logs logBuffer
+	opts := []libmetricq.Option{libmetricq.WithChunkSize(10), rep.hook(), libmetricq.WithLogger(logs.logger())}
+	if f.heartbeat != 0 {
+		opts = append(opts, libmetricq.WithHeartbeat(f.heartbeat))
+	}
+	if f.batch > 1 {
+		opts[0] = libmetricq.WithChunkSize(10 * f.batch)
+	}
+	src := connectURL(t, proxied, token, opts...)
+	if err := src.DeclareMetricList(context.Background(), metrics); err != nil {
+		t.Fatal(err)
+	}
+	st := startBatchStream(t, src, metrics, streamEvery, max(f.batch, 1), sendTimeout)
+	st.flowing(t, 200*max(f.batch, 1))
+	waitUntil(t, 10*time.Second, "both connections through the proxy", func() bool {
+		return len(proxy.matching("data")) == 1 && len(proxy.matching("management")) == 1
+	})
+
+	before := src.Stats()
+	start := time.Now()
+	f.inject(t, proxy)
+	noticed := func() bool {
+		s := src.Stats()
+		return (!f.data || !s.DataConnected || s.Reconnects > before.Reconnects) &&
+			(!f.mgmt || !s.ManagementConnected || s.ManagementReconnects > before.ManagementReconnects)
+	}
+	waitUntil(t, f.detect+5*time.Second, "the source to notice the fault", noticed)
+	detected := time.Since(start)
+	if detected > f.detect {
+		t.Fatalf("noticed after %v, want within %v", detected, f.detect)
+	}
+	healed := time.Now()
+	if f.heal != nil {
+		f.heal(t, proxy)
+		healed = time.Now()
+	}
+	waitUntil(t, f.recover+10*time.Second, "the source to reconnect", func() bool {
+		s := src.Stats()
+		return s.DataConnected && s.ManagementConnected &&
+			(!f.data || s.Reconnects > before.Reconnects) && (!f.mgmt || s.ManagementReconnects > before.ManagementReconnects)
+	})
+	recovered := time.Since(healed)
+	if recovered > f.recover {
+		t.Fatalf("recovered %v after the detection (or the repair), want within %v", recovered, f.recover)
+	}
+	t.Logf("measured: heartbeat %v: noticed after %v, recovered %v later", f.heartbeat, detected.Round(10*time.Millisecond), recovered.Round(10*time.Millisecond))
+
+	st.flowing(t, 200*max(f.batch, 1))
+	want, total := st.finish(t)
+	flushCtx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := src.Flush(flushCtx); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(t, want, waitLimit)
+	repeats := sink.verify(t, want, &rep)
+	stats := src.Stats()
+	if stats.PointsAccepted != uint64(total) || stats.PointsConfirmed != uint64(total) || stats.PointsDropped != 0 {
+		t.Fatalf("stats %+v, %d accepted", stats, total)
+	}
+	if !f.data && stats.Reconnects != before.Reconnects {
+		t.Fatalf("the data connection reconnected, though only the management connection failed: %+v", stats)
+	}
+	if !f.mgmt && stats.ManagementReconnects != before.ManagementReconnects {
+		t.Fatalf("the management connection reconnected, though only the data connection failed: %+v", stats)
+	}
+	if st.slowest > sendTimeout+time.Second {
+		t.Fatalf("a send took %v with a %v timeout", st.slowest, sendTimeout)
+	}
+	t.Logf("%d points, %d send timeouts, %d chunks republished, %d arrived twice", total, st.timeouts, stats.ChunksRepublished, repeats)
+}
+
+// Both connections: no byte moves either way, every socket stays open.
+func TestNetworkBlackholeBothWays(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		heartbeat: testHeartbeat, batch: 20, data: true, mgmt: true,
+		inject: func(t *testing.T, p *faultProxy) { p.stall("", up, down) },
+		detect: 2 * testHeartbeat, recover: 20 * time.Second,
+	})
+}
+
+// The case with no option set: noticed within 30 s.
+func TestNetworkBlackholeDefaultHeartbeat(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		batch: 20, data: true, mgmt: true,
+		inject: func(t *testing.T, p *faultProxy) { p.stall("", up, down) },
+		detect: 30 * time.Second, recover: 40 * time.Second,
+	})
+}
+
+// Only what the source sends is lost; the broker's frames still arrive.
+func TestNetworkSilentUpstream(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		heartbeat: testHeartbeat, batch: 20, data: true, mgmt: true,
+		inject: func(t *testing.T, p *faultProxy) { p.stall("", up) },
+		detect: 4 * testHeartbeat, recover: 20 * time.Second,
+	})
+}
+
+// Only what the broker sends is lost.
+func TestNetworkSilentDownstream(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		heartbeat: testHeartbeat, data: true, mgmt: true,
+		inject: func(t *testing.T, p *faultProxy) { p.stall("", down) },
+		detect: 2 * testHeartbeat, recover: 20 * time.Second,
+	})
+}
+
+// A reset in the middle of a frame the source is sending.
+func TestNetworkResetMidFrame(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		heartbeat: testHeartbeat, data: true,
+		inject: func(t *testing.T, p *faultProxy) {
+			if p.resetMidFrame("data") != 1 {
+				t.Fatal(p)
+			}
+		},
+		detect: time.Second, recover: 5 * time.Second,
+	})
+}
+
+// Every connection reset, the broker unreachable for 10 s, then back.
+func TestNetworkUnreachableTenSeconds(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		heartbeat: testHeartbeat, data: true, mgmt: true,
+		inject: func(t *testing.T, p *faultProxy) { p.setUnreachable(true) },
+		heal: func(t *testing.T, p *faultProxy) {
+			// The outage lasts 10 s from the reset, however fast the source noticed.
+			time.Sleep(10 * time.Second) // the fault's length, not a synchronisation
+			p.setUnreachable(false)
+		},
+		detect: time.Second, recover: 7 * time.Second,
+	})
+}
+
+// Only the data connection falls silent: the management link carries on.
+func TestNetworkDataOnlyBlackhole(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		heartbeat: testHeartbeat, batch: 20, data: true,
+		inject: func(t *testing.T, p *faultProxy) {
+			if p.stall("data", up, down) != 1 {
+				t.Fatal(p)
+			}
+		},
+		detect: 2 * testHeartbeat, recover: 5 * time.Second,
+	})
+}
+
+// Only the management connection falls silent: data keeps flowing.
+func TestNetworkManagementOnlyBlackhole(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		heartbeat: testHeartbeat, mgmt: true,
+		inject: func(t *testing.T, p *faultProxy) {
+			if p.stall("management", up, down) != 1 {
+				t.Fatal(p)
+			}
+		},
+		detect: 2 * testHeartbeat, recover: 20 * time.Second,
+	})
+}

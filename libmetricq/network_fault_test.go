@@ -28,6 +28,7 @@ type networkFault struct {
 	inject     func(t *testing.T, p *faultProxy)
 	heal       func(t *testing.T, p *faultProxy) // after the detection, if set
 	detect     time.Duration                     // bound on noticing it
+	wantLog    []string                          // what the log must show
 	recover    time.Duration                     // bound on repairing it, from the detection (or the heal)
 }
 
@@ -107,6 +108,7 @@ func runNetworkFault(t *testing.T, f networkFault) {
 	if st.slowest > sendTimeout+time.Second {
 		t.Fatalf("a send took %v with a %v timeout", st.slowest, sendTimeout)
 	}
+	mustContain(t, "the log", logs.String(), f.wantLog...)
 	t.Logf("%d points, %d send timeouts, %d chunks republished, %d arrived twice", total, st.timeouts, stats.ChunksRepublished, repeats)
 }
 
@@ -116,6 +118,9 @@ func TestNetworkBlackholeBothWays(t *testing.T) {
 		heartbeat: testHeartbeat, batch: 20, data: true, mgmt: true,
 		inject: func(t *testing.T, p *faultProxy) { p.stall("", up, down) },
 		detect: 2 * testHeartbeat, recover: 20 * time.Second,
+		// The broker notices the dead connection after the source does
+		// and keeps its exclusive RPC queue until then: the source retries.
+		wantLog: []string{"management connection failed, retrying", "is held by another connection"},
 	})
 }
 
@@ -196,5 +201,6 @@ func TestNetworkManagementOnlyBlackhole(t *testing.T) {
 			}
 		},
 		detect: 2 * testHeartbeat, recover: 20 * time.Second,
+		wantLog: []string{"management connection failed, retrying", "is held by another connection"},
 	})
 }

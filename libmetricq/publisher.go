@@ -13,13 +13,6 @@ import (
 	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
-// Reconnect backoff of both connections: doubling from the first to the
-// last value.
-const (
-	backoffFirst = 100 * time.Millisecond
-	backoffMax   = 5 * time.Second
-)
-
 // publisher owns the data connection. Sealed chunks queue up in order; one
 // goroutine publishes them on a channel in confirm mode and keeps each until
 // the broker confirms it. When the connection or channel fails, every
@@ -225,16 +218,16 @@ func (p *publisher) run(s *session) {
 	p.current = s
 	p.mu.Unlock()
 	buf := make([]byte, 0, 64*1024)
-	backoff := backoffFirst
-	var downSince time.Time
 	for {
 		if s == nil {
-			if downSince.IsZero() {
-				downSince = time.Now()
-			}
-			ctx, cancel := context.WithTimeout(p.ctx, attemptTimeout(downSince.Add(p.reconnectTimeout)))
-			next, err := p.open(ctx)
-			cancel()
+			var next *session
+			err := restoreConnection(p.ctx, "data connection", p.reconnectTimeout, p.log, func(ctx context.Context) error {
+				var err error
+				if next, err = p.open(ctx); err != nil {
+					p.setErr(fmt.Errorf("%w: data connection down: %v", ErrPublish, err))
+				}
+				return err
+			})
 			if p.isClosing() {
 				if next != nil {
 					p.endSession(next)
@@ -242,25 +235,14 @@ func (p *publisher) run(s *session) {
 				return
 			}
 			if err != nil {
-				p.setErr(fmt.Errorf("%w: data connection down: %v", ErrPublish, err))
-				if time.Since(downSince) > p.reconnectTimeout {
-					p.fatal(fmt.Errorf("%w: data connection not restored within %v: %v", ErrConnect, p.reconnectTimeout, err))
-					return
-				}
-				p.log.Warn("data connection failed, retrying", "in", backoff, "error", err, "unconfirmed_points", p.unconfirmedPoints())
-				if !p.sleep(backoff) {
-					return
-				}
-				backoff = min(2*backoff, backoffMax)
-				continue
+				p.fatal(err)
+				return
 			}
 			s = next
 			p.mu.Lock()
 			p.current = s
 			republish := len(p.queue)
 			p.mu.Unlock()
-			downSince = time.Time{}
-			backoff = backoffFirst
 			p.stats.reconnects.Add(1)
 			p.stats.dataUp.Store(true)
 			p.log.Info("data connection restored", "queued_chunks", republish)
@@ -445,18 +427,6 @@ func (p *publisher) isClosing() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.closing
-}
-
-// sleep waits d unless the publisher is closing.
-func (p *publisher) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-p.ctx.Done():
-		return false
-	}
 }
 
 // waitConfirmed returns once every chunk up to seq is confirmed by the

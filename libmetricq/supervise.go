@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
-
-	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 func (s *Source) link() *mgmtLink {
@@ -81,60 +78,40 @@ func (s *Source) rpc(ctx context.Context, function string, args map[string]any) 
 // connection. After the reconnect timeout the source stops with
 // ErrConnect.
 func (s *Source) superviseMgmt(l *mgmtLink) {
-	select {
-	case <-l.done:
-	case <-s.stopCh:
-		return
-	}
-	if s.stopping.Load() {
-		return
-	}
-	s.stats.mgmtUp.Store(false)
-	s.log.Warn("management connection lost, reconnecting", "error", l.err())
-	// Closing the old connection for sure lets the broker free the
-	// exclusive RPC queue for the new one.
-	l.close()
-	giveUp := time.Now().Add(s.opts.reconnectTimeout)
-	backoff := backoffFirst
 	for {
-		ctx, cancel := context.WithTimeout(s.stopCtx, attemptTimeout(giveUp))
-		next, err := s.restoreMgmt(ctx)
-		cancel()
-		if err == nil {
-			if !s.setLink(next) {
-				return
-			}
-			s.stats.mgmtReconnects.Add(1)
-			s.log.Info("management connection restored, registered and declared again")
-			go s.superviseMgmt(next)
+		select {
+		case <-l.done:
+		case <-s.stopCh:
 			return
 		}
 		if s.stopping.Load() {
 			return
 		}
-		if time.Now().After(giveUp) {
-			s.fail(fmt.Errorf("%w: management connection not restored within %v: %v", ErrConnect, s.opts.reconnectTimeout, err))
+		s.stats.mgmtUp.Store(false)
+		s.log.Warn("management connection lost, reconnecting", "error", l.err())
+		// Closing the old connection for sure lets the broker free the
+		// exclusive RPC queue for the new one.
+		l.close()
+		var next *mgmtLink
+		err := restoreConnection(s.stopCtx, "management connection", s.opts.reconnectTimeout, s.log, func(ctx context.Context) error {
+			var err error
+			next, err = s.restoreMgmt(ctx)
+			return err
+		})
+		if err != nil {
+			if !s.stopping.Load() {
+				s.fail(err)
+			}
 			return
 		}
-		s.log.Warn("management reconnect failed, retrying", "in", backoff, "error", err)
-		select {
-		case <-time.After(backoff):
-		case <-s.stopCh:
+		if !s.setLink(next) {
 			return
 		}
-		backoff = min(2*backoff, backoffMax)
+		s.stats.mgmtReconnects.Add(1)
+		s.log.Info("management connection restored, registered and declared again")
+		l = next
 	}
 }
-
-// attemptTimeout bounds one reconnect attempt: the time left until giving
-// up, but at least minAttempt, so that the last attempt can still report
-// why it failed (a broker delays its answer to a refused login by
-// seconds), and at most the dial timeout.
-func attemptTimeout(giveUp time.Time) time.Duration {
-	return min(amqpkit.DefaultDialTimeout, max(time.Until(giveUp), minAttempt))
-}
-
-const minAttempt = 5 * time.Second
 
 // restoreMgmt makes a new link: connect, register, declare. A manager that
 // is down makes register wait (its durable queue keeps the request) until

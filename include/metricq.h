@@ -162,8 +162,8 @@ int mq_source_set_client_version(mq_source *src, const char *version);
 /* How long a lost connection (management or data) may stay down while the
    source tries to restore it (default 600 s, the reference's
    connection_timeout). When it passes, the source stops on its own: every
-   later call fails with MQ_ERR_STOPPED, mq_last_error() naming the cause,
-   and mq_source_wait returns MQ_ERR_CONNECT. Seconds, finite, > 0. Before
+   later call, and mq_source_wait, fails with MQ_ERR_CONNECT, mq_last_error()
+   saying that the source stopped and why. Seconds, finite, > 0. Before
    connecting only (MQ_ERR_INVALID after). */
 int mq_source_set_reconnect_timeout(mq_source *src, double seconds);
 

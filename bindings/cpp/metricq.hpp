@@ -409,6 +409,18 @@ public:
     // The IntervalSource period (see SynchronousSource::run_interval).
     void set_period(Duration period) { check(mq_source_set_period(h_, detail::seconds(period))); }
 
+    // Waits until the source has stopped, sending nothing (mq_source_wait):
+    // true when it was stopped by stop() (or before it connected), false
+    // when it still runs after timeout. When it stopped on its own (e.g. a
+    // lost connection stayed down past the reconnect timeout) it throws the
+    // cause (ConnectError, ...).
+    bool wait(Duration timeout) const {
+        int rc = mq_source_wait(h_, detail::seconds(timeout));
+        if (rc == MQ_ERR_TIMEOUT) return false;
+        check(rc);
+        return true;
+    }
+
 protected:
     static void same_size(std::size_t times, std::size_t values) {
         if (times != values)
@@ -501,6 +513,15 @@ public:
 
     // Bounds the points held until the broker confirms them; before connecting.
     void set_max_buffered(std::int64_t points) { check(mq_source_set_max_buffered(h_, points)); }
+
+    // The version reported in the manager's "discover" replies; before connecting.
+    void set_client_version(detail::cstr version) { check(mq_source_set_client_version(h_, version.get())); }
+
+    // How long a lost connection may stay down before the source stops on
+    // its own (default 600 s); before connecting.
+    void set_reconnect_timeout(Duration timeout) {
+        check(mq_source_set_reconnect_timeout(h_, detail::seconds(timeout)));
+    }
 
     // Installs the configuration handler: fn(SourceRef src, const std::string&
     // config_json), called during connect with the manager's configuration and

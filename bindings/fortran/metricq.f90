@@ -80,6 +80,12 @@ module metricq
         integer(c_int64_t) :: buffer_full_waits = 0
         integer(c_int64_t) :: blocked_events = 0
         integer(c_int64_t) :: blocked = 0
+        integer(c_int64_t) :: chunks_republished = 0
+        integer(c_int64_t) :: buffer_full_timeouts = 0
+        integer(c_int64_t) :: points_dropped = 0
+        integer(c_int64_t) :: management_reconnects = 0
+        integer(c_int64_t) :: data_connected = 0
+        integer(c_int64_t) :: management_connected = 0
     end type mq_stats
 
     ! The callbacks, as the C library calls them.
@@ -113,6 +119,7 @@ module metricq
     public :: mq_source_config, mq_source_stop, mq_source_free, mq_source_set_max_buffered
     public :: mq_source_set_config_handler, mq_source_run_interval, mq_source_set_period
     public :: mq_source_stats, mq_set_log_handler, mq_set_log_level
+    public :: mq_source_set_client_version, mq_source_set_reconnect_timeout, mq_source_wait
 
     ! Integer arguments of kind int64 or c_int (a default integer literal).
     interface mq_source_set_chunk_size
@@ -242,6 +249,26 @@ module metricq
             integer(c_int64_t), value :: points
             integer(c_int) :: rc
         end function c_mq_source_set_max_buffered
+        function c_mq_source_set_client_version(src, version) result(rc) &
+            bind(C, name="mq_source_set_client_version")
+            import :: c_ptr, c_char, c_int
+            type(c_ptr), value :: src
+            character(kind=c_char), intent(in) :: version(*)
+            integer(c_int) :: rc
+        end function c_mq_source_set_client_version
+        function c_mq_source_set_reconnect_timeout(src, seconds) result(rc) &
+            bind(C, name="mq_source_set_reconnect_timeout")
+            import :: c_ptr, c_double, c_int
+            type(c_ptr), value :: src
+            real(c_double), value :: seconds
+            integer(c_int) :: rc
+        end function c_mq_source_set_reconnect_timeout
+        function c_mq_source_wait(src, timeout) result(rc) bind(C, name="mq_source_wait")
+            import :: c_ptr, c_double, c_int
+            type(c_ptr), value :: src
+            real(c_double), value :: timeout
+            integer(c_int) :: rc
+        end function c_mq_source_wait
         function c_mq_source_set_config_handler(src, fn, user) result(rc) &
             bind(C, name="mq_source_set_config_handler")
             import :: c_ptr, c_funptr, c_int
@@ -545,6 +572,37 @@ contains
         integer :: rc
         rc = set_max_buffered(src, int(points, int64))
     end function set_max_buffered_int
+
+    ! The version reported in the manager's "discover" replies; before
+    ! connecting.
+    function mq_source_set_client_version(src, version) result(rc)
+        type(c_ptr), intent(in) :: src
+        character(len=*), intent(in) :: version
+        integer :: rc
+        call clear_local_error()
+        rc = int(c_mq_source_set_client_version(src, cstr(version)))
+    end function mq_source_set_client_version
+
+    ! Seconds a lost connection may stay down before the source stops on
+    ! its own; before connecting.
+    function mq_source_set_reconnect_timeout(src, seconds) result(rc)
+        type(c_ptr), intent(in) :: src
+        real(real64), intent(in) :: seconds
+        integer :: rc
+        call clear_local_error()
+        rc = int(c_mq_source_set_reconnect_timeout(src, real(seconds, c_double)))
+    end function mq_source_set_reconnect_timeout
+
+    ! Blocks until the source stopped (MQ_OK after mq_source_stop; the cause,
+    ! e.g. MQ_ERR_CONNECT, when it stopped on its own) or timeout passed
+    ! (MQ_ERR_TIMEOUT). Sends nothing.
+    function mq_source_wait(src, timeout) result(rc)
+        type(c_ptr), intent(in) :: src
+        real(real64), intent(in), optional :: timeout
+        integer :: rc
+        call clear_local_error()
+        rc = int(c_mq_source_wait(src, timeout_or_default(timeout)))
+    end function mq_source_wait
 
     ! Installs the configuration handler fn (absent: removes it); user is
     ! passed to it (default c_null_ptr).

@@ -108,5 +108,8 @@ func (s *Source) Wait(timeout time.Duration) error {
 	if !waitUntil(core.Done(), deadline) {
 		return timedOut()
 	}
-	return core.Err()
+	if err := core.Err(); err != nil {
+		return fmt.Errorf("the source stopped on its own: %w", err)
+	}
+	return nil
 }

@@ -14,7 +14,10 @@
      @@ config TOKEN JSON       the manager sends a "config" RPC: "ok" or
                                 "error TEXT"
      @@ discover TOKEN          the manager broadcasts discover: "ok" if TOKEN
-                                answered alive, else "fail TEXT"
+                                answered alive ("ok version=V" if it named
+                                its client version V), else "fail TEXT"
+     @@ cut                     the proxy at METRICQ_TEST_PROXY_URL closes
+                                every connection and refuses new ones: "ok"
    The last line is "@@ done". */
 #ifndef TESTS_C_CHECK_H
 #define TESTS_C_CHECK_H

@@ -137,6 +137,9 @@ static void all_calls_invalid(mq_source *src, const char *what) {
     EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_run_interval(src, 1, NULL, NULL));
     EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_set_period(src, 1));
     EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_stats(src, &st, sizeof st));
+    EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_set_client_version(src, "1"));
+    EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_set_reconnect_timeout(src, 1));
+    EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_wait(src, 1));
     mq_source_free(src); /* must not crash */
     (void)what;
 }
@@ -1728,6 +1731,66 @@ static void test_fork(void) {
     mq_source_free(src);
 }
 
+/* The client version reaches the manager's discover; the reconnect timeout
+   makes a source whose broker is gone stop on its own, and mq_source_wait
+   learns of it without sending. */
+static void test_settings_and_wait(void) {
+    fprintf(stderr, "== client version, reconnect timeout, mq_source_wait\n");
+    const char *proxy = getenv("METRICQ_TEST_PROXY_URL");
+    if (proxy == NULL || proxy[0] == '\0') {
+        FAIL("METRICQ_TEST_PROXY_URL not set");
+        return;
+    }
+    mq_source *src = mq_source_create(proxy, "ctest-settings");
+    CHECK(src != NULL);
+    EXPECT_ERR(MQ_ERR_INVALID, "NULL", mq_source_set_client_version(src, NULL));
+    EXPECT_ERR(MQ_ERR_INVALID, "control", mq_source_set_client_version(src, "1.0\n"));
+    EXPECT_ERR(MQ_ERR_INVALID, "UTF-8", mq_source_set_client_version(src, "\xff"));
+    EXPECT_ERR(MQ_ERR_INVALID, "reconnect timeout", mq_source_set_reconnect_timeout(src, 0));
+    EXPECT_ERR(MQ_ERR_INVALID, "reconnect timeout", mq_source_set_reconnect_timeout(src, NAN));
+    EXPECT(MQ_OK, mq_source_set_client_version(src, "ctest-9.9"));
+    EXPECT(MQ_OK, mq_source_set_reconnect_timeout(src, 1.0));
+    EXPECT_ERR(MQ_ERR_INVALID, "timeout", mq_source_wait(src, -1));
+    /* Not connected and not stopped: nothing to wait for yet. */
+    EXPECT(MQ_ERR_TIMEOUT, mq_source_wait(src, 0.01));
+    EXPECT(MQ_OK, mq_source_connect(src, 20));
+    EXPECT_ERR(MQ_ERR_INVALID, "before connecting", mq_source_set_client_version(src, "other"));
+    EXPECT_ERR(MQ_ERR_INVALID, "before connecting", mq_source_set_reconnect_timeout(src, 5));
+    const char *answer = ctl_request("discover ctest-settings");
+    CHECK_MSG(strcmp(answer, "ok version=ctest-9.9") == 0, "discover: %s", answer);
+    EXPECT(MQ_OK, mq_source_declare(src, "ctest.settings", NULL, 20));
+
+    double start = now_s();
+    EXPECT(MQ_ERR_TIMEOUT, mq_source_wait(src, 0.2));
+    CHECK_MSG(now_s() - start >= 0.2 - 0.01, "wait returned after %.3f s", now_s() - start);
+
+    /* The broker goes away for good: after about the reconnect timeout the
+       source stops on its own, and mq_source_wait says why. */
+    answer = ctl_request("cut");
+    CHECK_MSG(strcmp(answer, "ok") == 0, "cut: %s", answer);
+    start = now_s();
+    EXPECT(MQ_ERR_CONNECT, mq_source_wait(src, 30));
+    double took = now_s() - start;
+    fprintf(stderr, "  stopped on its own after %.3f s: %s\n", took, mq_last_error());
+    CHECK_MSG(took >= 0.9 && took < 1.0 + 10, "stopped after %.3f s, reconnect timeout 1 s", took);
+    CHECK(mq_last_error()[0] != '\0');
+    EXPECT(MQ_ERR_CONNECT, mq_source_wait(src, 1)); /* again: the same answer */
+    EXPECT_ERR(MQ_ERR_CONNECT, "stopped", mq_source_send(src, "ctest.settings", T0, 1, 1));
+    mq_source_free(src);
+
+    /* Stopped by a call: MQ_OK. */
+    src = mq_source_new(url, "ctest-settings-2", 20);
+    CHECK(src != NULL);
+    EXPECT(MQ_OK, mq_source_stop(src, 20));
+    EXPECT(MQ_OK, mq_source_wait(src, 5));
+    mq_source_free(src);
+    /* Stopped before it ever connected: MQ_OK at once. */
+    src = mq_source_create(url, "ctest-settings-3");
+    EXPECT(MQ_OK, mq_source_stop(src, 1));
+    EXPECT(MQ_OK, mq_source_wait(src, 1));
+    mq_source_free(src);
+}
+
 int main(void) {
     url = getenv("METRICQ_TEST_URL");
     if (url == NULL || url[0] == '\0') {
@@ -1751,6 +1814,7 @@ int main(void) {
     test_staging();
     test_config_hook();
     test_interval();
+    test_settings_and_wait();
     test_logging();
     test_perf();
     test_fork();

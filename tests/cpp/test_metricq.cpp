@@ -6,12 +6,14 @@
 // "@@ seq METRIC N T0 DT V0 DV", "@@ chunks METRIC exact N,..." or
 // "@@ chunks METRIC max N") or ask for something ("@@ config TOKEN JSON":
 // the manager pushes a configuration; the harness answers "ok" or
-// "error TEXT" on stdin). The last line is "@@ done". Failures go to stderr
+// "error TEXT" on stdin; "@@ discover TOKEN" and "@@ cut" as in check.h).
+// The last line is "@@ done". Failures go to stderr
 // and make the exit status 1.
 //
 // Environment: METRICQ_TEST_URL (the broker, a vhost with the manager),
 // METRICQ_TEST_REFUSED_URL (a port nobody listens on; its password
-// contains "s3cret").
+// contains "s3cret"), METRICQ_TEST_PROXY_URL (the broker through a proxy
+// that "@@ cut" takes away).
 #include <metricq.hpp>
 
 #include <atomic>
@@ -469,6 +471,43 @@ void logging(const std::string &url) {
 
 }  // namespace
 
+// Asks the harness for something ("discover TOKEN", "cut"); returns its answer.
+std::string request(const std::string &what) {
+    say(what);
+    std::string answer;
+    std::getline(std::cin, answer);
+    return answer;
+}
+
+// Client version in discover, the reconnect timeout, and learning that a
+// source stopped on its own, without sending.
+void settings_and_wait(const std::string &url) {
+    auto src = metricq::SynchronousSource::create(env("METRICQ_TEST_PROXY_URL"), "cpptest-settings");
+    EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, src.set_reconnect_timeout(-1s));
+    EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, src.set_client_version("1\n"));
+    EXPECT_OK(src.set_client_version("cpp-7.7"));
+    EXPECT_OK(src.set_reconnect_timeout(1s));
+    EXPECT_OK(src.connect(20s));
+    EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, src.set_client_version("other"));
+    std::string answer = request("discover cpptest-settings");
+    if (answer != "ok version=cpp-7.7") fail(__FILE__, __LINE__, "discover: " + answer);
+    bool stopped = true;
+    EXPECT_OK(stopped = src.wait(100ms));
+    CHECK(!stopped);
+    answer = request("cut");
+    CHECK(answer == "ok");
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_THROW(metricq::ConnectError, MQ_ERR_CONNECT, src.wait(30s));
+    auto took = std::chrono::steady_clock::now() - start;
+    CHECK(took >= 900ms && took < 11s);
+    EXPECT_THROW(metricq::ConnectError, MQ_ERR_CONNECT, src.send("cpptest.settings", 1.0));
+
+    metricq::SynchronousSource other(url, "cpptest-settings-2", 20s);
+    EXPECT_OK(other.stop());
+    EXPECT_OK(stopped = other.wait(5s));
+    CHECK(stopped);
+}
+
 int main() {
     std::string url = env("METRICQ_TEST_URL");
     try {
@@ -477,6 +516,7 @@ int main() {
         threads(url);
         config_handler(url);
         interval(url);
+        settings_and_wait(url);
         logging(url);
     } catch (const std::exception &e) {
         fail(__FILE__, __LINE__, std::string("uncaught: ") + e.what());

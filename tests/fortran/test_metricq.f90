@@ -7,7 +7,8 @@
 ! Failures go to stderr; the exit status is 1 if there were any.
 !
 ! Environment: METRICQ_TEST_URL, METRICQ_TEST_REFUSED_URL (a port nobody
-! listens on, password with "s3cret").
+! listens on, password with "s3cret"), METRICQ_TEST_PROXY_URL (the broker
+! through a proxy that "@@ cut" takes away).
 module ftest_support
     use metricq
     use, intrinsic :: iso_fortran_env, only: output_unit, error_unit
@@ -79,6 +80,16 @@ contains
         read (*, '(a)') line
         answer = trim(line)
     end function push_config
+
+    ! Asks the harness for something ("discover TOKEN", "cut"); its answer.
+    function request(what) result(answer)
+        character(len=*), intent(in) :: what
+        character(len=:), allocatable :: answer
+        character(len=1024) :: line
+        call say(what)
+        read (*, '(a)') line
+        answer = trim(line)
+    end function request
 
     function getenv_or_stop(name) result(v)
         character(len=*), intent(in) :: name
@@ -275,6 +286,29 @@ program test_metricq
     call mq_set_log_handler()
     call check(log_lines > 0, "the log handler saw the stop")
     call check(.not. log_password, "a password was logged")
+
+    ! ---- client version, reconnect timeout, learning of a stop
+    write (error_unit, '(a)') "== settings and wait"
+    src = mq_source_create(getenv_or_stop("METRICQ_TEST_PROXY_URL"), "ftest-settings")
+    call expect(MQ_ERR_INVALID, mq_source_set_reconnect_timeout(src, 0.0_real64), "reconnect timeout 0")
+    call expect(MQ_OK, mq_source_set_client_version(src, "fortran-3.1"), "set_client_version")
+    call expect(MQ_OK, mq_source_set_reconnect_timeout(src, 1.0_real64), "set_reconnect_timeout")
+    call expect(MQ_OK, mq_source_connect(src), "connect through the proxy")
+    call expect(MQ_ERR_INVALID, mq_source_set_client_version(src, "x"), "set_client_version after connect")
+    text = request("discover ftest-settings")
+    call check(text == "ok version=fortran-3.1", "discover: "//text)
+    call expect(MQ_ERR_TIMEOUT, mq_source_wait(src, 0.1_real64), "wait on a running source")
+    text = request("cut")
+    call check(text == "ok", "cut: "//text)
+    call expect(MQ_ERR_CONNECT, mq_source_wait(src, 30.0_real64), "wait for the stop on its own")
+    call check(index(mq_last_error(), "stopped") > 0, "the cause: "//mq_last_error())
+    call mq_source_free(src)
+    src = mq_source_new(url, "ftest-settings-2")
+    call expect(MQ_OK, mq_source_stop(src), "stop")
+    call expect(MQ_OK, mq_source_wait(src, 5.0_real64), "wait after stop")
+    call expect(MQ_OK, mq_source_stats(src, st), "stats after stop")
+    call check(st%management_connected == 0 .and. st%data_connected == 0, "stats: disconnected after stop")
+    call mq_source_free(src)
 
     call say("done")
     if (failures > 0) then

@@ -15,7 +15,13 @@
 //	                                     answered on stdin with "ok" or "error TEXT"
 //	@@ discover TOKEN                    request: the manager broadcasts discover;
 //	                                     answered "ok" if TOKEN answered alive (with the
-//	                                     library's metricqVersion), else "fail TEXT"
+//	                                     library's metricqVersion), "ok version=V" if its
+//	                                     reply also named its client version V, else
+//	                                     "fail TEXT"
+//	@@ cut                               request: the proxy at METRICQ_TEST_PROXY_URL (a
+//	                                     URL of the test broker through a loopback TCP
+//	                                     proxy) closes every connection and refuses new
+//	                                     ones, for good; answered "ok"
 //	@@ done                              the last line
 //
 // Every other line (and stderr) goes to the test log. Verify then checks

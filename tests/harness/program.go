@@ -331,7 +331,8 @@ func (e *Env) RunProgram(t *testing.T, timeout time.Duration, prefix string, env
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = append(append(os.Environ(), testenv.EnvURL+"="+e.URL, "METRICQ_LOG=warn"), env...)
+	proxy := StartProxy(t, e.URL)
+	cmd.Env = append(append(os.Environ(), testenv.EnvURL+"="+e.URL, "METRICQ_TEST_PROXY_URL="+proxy.URL, "METRICQ_LOG=warn"), env...)
 	logw := &LogWriter{T: t, Name: filepath.Base(name)}
 	defer logw.Flush()
 	cmd.Stderr = logw
@@ -363,6 +364,9 @@ func (e *Env) RunProgram(t *testing.T, timeout time.Duration, prefix string, env
 			done = true
 		case strings.HasPrefix(request, "config "):
 			answer(t, stdin, e.pushConfig(request))
+		case request == "cut":
+			proxy.Cut()
+			answer(t, stdin, "ok")
 		case strings.HasPrefix(request, "discover "):
 			answer(t, stdin, e.discover(strings.TrimPrefix(request, "discover ")))
 		default:
@@ -423,6 +427,9 @@ func (e *Env) discover(token string) string {
 		if r.AppID == token {
 			if r.Body["alive"] != true || r.Body["metricqVersion"] != libmetricq.VersionString {
 				return fmt.Sprintf("fail reply %v", r.Body)
+			}
+			if v, ok := r.Body["version"]; ok {
+				return fmt.Sprintf("ok version=%v", v)
 			}
 			return "ok"
 		}

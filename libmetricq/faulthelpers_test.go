@@ -242,11 +242,56 @@ func (k *durableSink) waitFor(t testing.TB, want map[string][]libmetricq.Point, 
 // republished. It returns the number of repeats.
 func (k *durableSink) verify(t testing.TB, want map[string][]libmetricq.Point, rep *republished) (repeats int) {
 	t.Helper()
+	got, repeats := k.deduplicated(t, rep)
+	for metric, points := range want {
+		comparePoints(t, metric, got[metric], points, false)
+	}
+	return repeats
+}
+
+// verifyPrefix waits until at least atLeast points of metric arrived, then
+// checks that what arrived (repeats dropped) is the start of accepted, in
+// order: for a stop that gave points up.
+func (k *durableSink) verifyPrefix(t testing.TB, metric string, accepted []libmetricq.Point, atLeast int) {
+	t.Helper()
+	if atLeast > 0 {
+		k.waitFor(t, map[string][]libmetricq.Point{metric: accepted[:atLeast]}, waitLimit)
+	}
+	got, _ := k.deduplicated(t, nil)
+	comparePoints(t, metric, got[metric], accepted, true)
+}
+
+// comparePoints fails unless got equals want, or (prefix) its start.
+func comparePoints(t testing.TB, metric string, got, want []libmetricq.Point, prefix bool) {
+	t.Helper()
+	n := max(len(want), len(got))
+	if prefix {
+		n = len(got)
+	}
+	for i := range n {
+		if i >= len(got) || i >= len(want) || got[i] != want[i] {
+			var gp, wp any = "nothing", "nothing"
+			if i < len(got) {
+				gp = got[i]
+			}
+			if i < len(want) {
+				wp = want[i]
+			}
+			t.Fatalf("%s: point %d is %v, want %v (%d arrived, %d accepted)", metric, i, gp, wp, len(got), len(want))
+		}
+	}
+}
+
+// deduplicated is what arrived per metric, whole repeated chunks dropped
+// (each checked to be a marked copy of an earlier one, republished when rep
+// is given), and the number of repeats.
+func (k *durableSink) deduplicated(t testing.TB, rep *republished) (got map[string][]libmetricq.Point, repeats int) {
+	t.Helper()
 	k.mu.Lock()
 	arrivals := append([]received(nil), k.arrivals...)
 	marked := append([]bool(nil), k.marked...)
 	k.mu.Unlock()
-	got := map[string][]libmetricq.Point{}
+	got = map[string][]libmetricq.Point{}
 	byFirst := map[string][]libmetricq.Point{}
 	for i, a := range arrivals {
 		if len(a.points) == 0 {
@@ -273,22 +318,7 @@ func (k *durableSink) verify(t testing.TB, want map[string][]libmetricq.Point, r
 		byFirst[fmt.Sprintf("%s@%d", a.metric, first)] = a.points
 		got[a.metric] = append(got[a.metric], a.points...)
 	}
-	for metric, points := range want {
-		g := got[metric]
-		for i := range max(len(points), len(g)) {
-			if i >= len(g) || i >= len(points) || g[i] != points[i] {
-				var gp, wp any = "nothing", "nothing"
-				if i < len(g) {
-					gp = g[i]
-				}
-				if i < len(points) {
-					wp = points[i]
-				}
-				t.Fatalf("%s: point %d is %v, want %v (%d arrived, %d accepted)", metric, i, gp, wp, len(g), len(points))
-			}
-		}
-	}
-	return repeats
+	return got, repeats
 }
 
 func samePoints(a, b []libmetricq.Point) bool {

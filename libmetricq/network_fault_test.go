@@ -2,6 +2,8 @@ package libmetricq_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -203,4 +205,62 @@ func TestNetworkManagementOnlyBlackhole(t *testing.T) {
 		detect: 2 * testHeartbeat, recover: 20 * time.Second,
 		wantLog: []string{"management connection failed, retrying", "is held by another connection"},
 	})
+}
+
+// Stop in the middle of each fault returns within its timeout, with what
+// the broker did not confirm counted as dropped and named in the error;
+// nothing refused arrives, and what arrives is in order.
+func TestNetworkStopIsBounded(t *testing.T) {
+	faults := map[string]func(p *faultProxy){
+		"blackhole":        func(p *faultProxy) { p.stall("", up, down) },
+		"silent upstream":  func(p *faultProxy) { p.stall("", up) },
+		"unreachable":      func(p *faultProxy) { p.setUnreachable(true) },
+		"data blackholed":  func(p *faultProxy) { p.stall("data", up, down) },
+		"management stuck": func(p *faultProxy) { p.stall("management", up, down) },
+	}
+	startManager(t, manager.Config{})
+	for name, inject := range faults {
+		t.Run(name, func(t *testing.T) {
+			token := testenv.Token(t, "source")
+			metric := "net.stop." + strings.ReplaceAll(name, " ", "-")
+			sink := newDurableSink(t, testenv.URL(t), metric)
+			proxy, proxied := newFaultProxy(t, testenv.URL(t))
+			// The default heartbeat: the fault is not noticed before Stop.
+			src := connectURL(t, proxied, token, libmetricq.WithChunkSize(200), libmetricq.WithLogger(slogDiscard()))
+			if err := src.DeclareMetricList(context.Background(), []string{metric}); err != nil {
+				t.Fatal(err)
+			}
+			st := startBatchStream(t, src, []string{metric}, streamEvery, 20, sendTimeout)
+			st.flowing(t, 4000)
+			inject(proxy)
+			st.flowing(t, 4000) // points accepted that cannot get through
+			want, total := st.finish(t)
+
+			const timeout = time.Second
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			start := time.Now()
+			err := src.Stop(ctx)
+			took := time.Since(start)
+			if took > timeout+100*time.Millisecond {
+				t.Fatalf("Stop took %v with a %v timeout", took, timeout)
+			}
+			stats := src.Stats()
+			t.Logf("measured: Stop returned after %v: %d of %d points dropped: %v", took.Round(time.Millisecond), stats.PointsDropped, total, err)
+			if stats.PointsDropped+stats.PointsConfirmed != uint64(total) {
+				t.Fatalf("%d accepted, but %d confirmed + %d dropped", total, stats.PointsConfirmed, stats.PointsDropped)
+			}
+			if stats.PointsDropped > 0 && (err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d points not delivered", stats.PointsDropped))) {
+				t.Fatalf("%d points dropped, but Stop said: %v", stats.PointsDropped, err)
+			}
+			if strings.HasPrefix(name, "management") && stats.PointsDropped != 0 {
+				t.Fatalf("a stuck management connection cost %d points", stats.PointsDropped)
+			}
+			if !strings.HasPrefix(name, "management") && stats.PointsDropped == 0 {
+				t.Fatal("nothing was dropped: the fault did not hold points back")
+			}
+			// What arrives is an in-order prefix of what was accepted.
+			sink.verifyPrefix(t, metric, want[metric], int(stats.PointsConfirmed))
+		})
+	}
 }

@@ -55,6 +55,7 @@ type publisher struct {
 	lastErr      error    // the last publish or connect failure, nil once healthy
 	progress     chan struct{}
 	closing      bool
+	abandoned    bool     // stopped for good; nothing unconfirmed is kept
 	current      *session // the session run uses, nil while reconnecting
 
 	wake chan struct{}
@@ -189,6 +190,14 @@ func (p *publisher) open(ctx context.Context) (*session, error) {
 // a metric's chunks enter the queue in the order they were sealed.
 func (p *publisher) enqueue(c *chunk) {
 	p.mu.Lock()
+	if p.abandoned {
+		p.mu.Unlock()
+		points := len(c.times)
+		p.stats.pointsDropped.Add(uint64(points))
+		p.confirmed(points) // frees the buffer space as a confirmation would
+		recycleChunk(c)
+		return
+	}
 	p.sealedSeq++
 	c.seq = p.sealedSeq
 	p.queue = append(p.queue, c)
@@ -479,6 +488,30 @@ func (p *publisher) close() {
 	case <-time.After(2 * amqpkit.CloseTimeout):
 		p.log.Error("data connection: the publisher did not end")
 	}
+}
+
+// abandon stops publishing for good and gives up every chunk the broker
+// has not confirmed: it returns their points, and no confirmation arriving
+// later counts. Chunks sealed afterwards are dropped as they come, counted
+// in the stats.
+func (p *publisher) abandon() int {
+	p.mu.Lock()
+	p.closing, p.abandoned = true, true
+	if p.current != nil {
+		p.current.poisoned = true
+	}
+	n := 0
+	for _, c := range p.queue {
+		n += len(c.times)
+	}
+	for _, c := range p.inflight {
+		n += len(c.times)
+	}
+	p.queue, p.inflight = nil, nil
+	p.mu.Unlock()
+	p.cancel()
+	p.poke()
+	return n
 }
 
 // unconfirmedPoints counts what the broker has not confirmed yet.

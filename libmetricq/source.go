@@ -65,11 +65,13 @@ type Source struct {
 	taskCancel context.CancelFunc
 	taskDone   chan struct{}
 
-	stopOnce sync.Once
-	stopErr  error
-	done     chan struct{} // closed when the source has stopped
-	causeMu  sync.Mutex
-	cause    error // why the source stopped itself
+	stopOnce     sync.Once
+	stopFromTask bool // the first Stop came from the task
+	settleOnce   sync.Once
+	stopErr      error         // written once, by settle
+	done         chan struct{} // closed when the source has stopped
+	causeMu      sync.Mutex
+	cause        error // why the source stopped itself
 }
 
 // NewSource prepares a source for the management URL (amqp:// or amqps://)
@@ -785,13 +787,14 @@ func (s *Source) Flush(ctx context.Context) error {
 // Stop ends the task, flushes, then closes both connections. Unlike the
 // reference, buffered points are published, not dropped: Stop waits (up to
 // ctx) for the broker to confirm them, riding out an outage in progress.
-// Points still unconfirmed when ctx ends are dropped; the error, the log and
-// Stats.PointsDropped say how many. Stop returns when ctx ends even if the
-// shutdown is still in progress (it then finishes in the background, in a
-// few seconds at most). Stop is idempotent: later calls wait for the first
-// one's shutdown and return its result. Called from the task with the
-// task's own context, it does not wait for the task, and the flush gets the
-// RPC timeout.
+// Stop returns when ctx ends, whatever the network or the broker do: points
+// the broker has not confirmed by then are given up, and the error, the log
+// and Stats.PointsDropped say how many (some may still arrive: unconfirmed
+// is not undelivered). Closing the connections may then go on in the
+// background for a few seconds. Stop is idempotent: later calls wait for
+// the first one's shutdown and return its result. Called from the task with
+// the task's own context, it does not wait for the task, and the flush gets
+// the RPC timeout.
 func (s *Source) Stop(ctx context.Context) error {
 	fromTask := ctx.Value(taskKey{}) == s
 	if fromTask {
@@ -801,28 +804,27 @@ func (s *Source) Stop(ctx context.Context) error {
 	}
 	s.stopOnce.Do(func() {
 		s.stopping.Store(true)
+		s.stopFromTask = fromTask
 		close(s.stopCh)
 		s.stopCancel()
-		go s.stop(ctx, fromTask)
+		go s.stop(ctx)
 	})
 	select {
 	case <-s.done:
-		return s.stopErr
 	case <-ctx.Done():
-		return fmt.Errorf("source %q: stop still in progress: %w", s.token, ctx.Err())
+		s.settle(fmt.Errorf("stop timed out: %w", ctx.Err()))
 	}
+	return s.stopErr
 }
 
-func (s *Source) stop(ctx context.Context, fromTask bool) {
+func (s *Source) stop(ctx context.Context) {
 	defer close(s.done)
-	var errs []error
 	if s.taskCancel != nil {
 		s.taskCancel()
-		if !fromTask {
+		if !s.stopFromTask {
 			select {
 			case <-s.taskDone:
 			case <-ctx.Done():
-				errs = append(errs, fmt.Errorf("task did not end: %w", ctx.Err()))
 			}
 		}
 	}
@@ -831,27 +833,45 @@ func (s *Source) stop(ctx context.Context, fromTask bool) {
 	}
 	s.stopped.Store(true)
 	var flushErr error
-	pub := s.pub()
-	if pub != nil {
+	if pub := s.pub(); pub != nil {
 		s.sealAll()
 		flushErr = pub.waitConfirmed(ctx, pub.lastSealed())
 	}
+	s.settle(flushErr)
 	s.shutdown()
-	if pub != nil {
-		// Counted after the publisher has ended: nothing is confirmed later.
-		if lost := pub.unconfirmedPoints(); lost > 0 {
-			s.stats.pointsDropped.Add(uint64(lost))
-			s.budget.release(lost) // no longer buffered: gone
-			s.log.Error("stopped with points the broker never confirmed: they are lost", "points", lost, "error", flushErr)
-			if flushErr == nil {
-				flushErr = errors.New("the publisher ended first")
+}
+
+// settle decides the stop's outcome, once: at the end of the flush, or
+// when the caller's Stop timeout ends first. Whatever the broker has not
+// confirmed by then is given up and counted; nothing the network does
+// afterwards changes the outcome.
+func (s *Source) settle(flushErr error) {
+	s.settleOnce.Do(func() {
+		s.stopped.Store(true)
+		var errs []error
+		if s.taskCancel != nil && !s.stopFromTask {
+			select {
+			case <-s.taskDone:
+			default:
+				errs = append(errs, errors.New("task did not end"))
 			}
-			errs = append(errs, fmt.Errorf("flush on stop, %d points not delivered: %w", lost, flushErr))
 		}
-	}
-	if len(errs) > 0 {
-		s.stopErr = fmt.Errorf("source %q: stop: %w", s.token, errors.Join(errs...))
-	}
+		if pub := s.pub(); pub != nil {
+			s.sealAll()
+			if lost := pub.abandon(); lost > 0 {
+				s.stats.pointsDropped.Add(uint64(lost))
+				s.budget.release(lost) // no longer buffered: gone
+				s.log.Error("stopped with points the broker never confirmed: they are lost", "points", lost, "error", flushErr)
+				if flushErr == nil {
+					flushErr = errors.New("the publisher ended first")
+				}
+				errs = append(errs, fmt.Errorf("flush on stop, %d points not delivered: %w", lost, flushErr))
+			}
+		}
+		if len(errs) > 0 {
+			s.stopErr = fmt.Errorf("source %q: stop: %w", s.token, errors.Join(errs...))
+		}
+	})
 }
 
 // shutdown closes both connections, each within a few seconds.

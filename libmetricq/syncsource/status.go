@@ -13,7 +13,7 @@ import (
 // Status codes of the C API (include/metricq.h). 0 is success, every error
 // is negative.
 const (
-	OK            = 0
+	OK            = 0  // MQ_OK
 	StatusInvalid = -1 // MQ_ERR_INVALID
 	StatusTimeout = -2 // MQ_ERR_TIMEOUT
 	StatusConnect = -3 // MQ_ERR_CONNECT

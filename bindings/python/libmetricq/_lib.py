@@ -22,8 +22,12 @@ import ctypes.util
 import os
 from ctypes import CFUNCTYPE, POINTER, c_char_p, c_double, c_int, c_int64, c_size_t, c_uint64, c_void_p
 
-# Version of include/metricq.h this module follows (MQ_VERSION_STRING).
-HEADER_VERSION = "0.1.0"
+# Version of include/metricq.h this module follows (MQ_VERSION_*).
+VERSION_MAJOR = 0
+VERSION_MINOR = 1
+VERSION_PATCH = 0
+VERSION_STRING = "0.1.0"
+HEADER_VERSION = VERSION_STRING
 _VERSION_PREFIX = "libmetricq/0."
 
 # Status codes (MQ_OK, MQ_ERR_*).

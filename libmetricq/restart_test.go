@@ -2,7 +2,6 @@ package libmetricq_test
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -11,79 +10,127 @@ import (
 	"github.com/libmetricq/libmetricq/libmetricq/manager"
 )
 
-// While a source streams: the broker's flow control (a memory alarm) blocks
-// it, which the stats and the log show; then the broker application
-// restarts (rabbitmqctl stop_app / start_app), taking the manager with it.
-// The source rides both out: it reconnects, registers and declares again at
-// the new manager, republishes what was unconfirmed, and the sink's quorum
-// queue (which survives the restart) gets every accepted point.
-//
-// Both change the broker for everyone, so the test takes the broker lock
-// exclusively (testenv.ExclusiveBroker): it waits until no other test
-// binary uses the broker.
-func TestFaultBrokerRestartAndFlowControl(t *testing.T) {
-	testenv.ExclusiveBroker(t)
-	startManager(t, manager.Config{})
-	token := testenv.Token(t, "source")
-	metrics := []string{"fault.restart.a", "fault.restart.b"}
-	sink := newDurableSink(t, testenv.URL(t), metrics...)
-	var rep republished
-	var logs logBuffer
-	src := connect(t, token, libmetricq.WithChunkSize(10), rep.hook(), libmetricq.WithLogger(logs.logger()))
-	ctx := context.Background()
-	if err := src.DeclareMetrics(ctx, map[string]libmetricq.Metadata{metrics[0]: {"unit": "A"}, metrics[1]: {"unit": "B"}}); err != nil {
+// Broker-wide faults, each on a RabbitMQ node of the test's own
+// (testenv.StartPrivateBroker): the shared broker is never restarted and
+// never gets an alarm, since other test runs use it at the same time.
+
+// privateSetup starts a node, the development manager on it, a sink and a
+// connected source.
+func privateSetup(t *testing.T, metrics []string, opts ...libmetricq.Option) (*testenv.PrivateBroker, *durableSink, *libmetricq.Source) {
+	t.Helper()
+	b := testenv.StartPrivateBroker(t)
+	startManagerAt(t, b.URL)
+	sink := newDurableSink(t, b.URL, metrics...)
+	src := connectURL(t, b.URL, testenv.Token(t, "source"), opts...)
+	if err := src.DeclareMetricList(context.Background(), metrics); err != nil {
 		t.Fatal(err)
 	}
+	return b, sink, src
+}
+
+func startManagerAt(t *testing.T, url string) *manager.Manager {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	m, err := manager.Start(ctx, manager.Config{URL: url})
+	if err != nil {
+		t.Fatalf("manager: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// A memory alarm: the broker blocks publishing (connection.blocked). The
+// source stops publishing and keeps the connection; Sends fill the bounded
+// buffer and then time out after their timeout, never hang; once the alarm
+// clears, everything accepted is published, in order, once.
+func TestBrokerMemoryAlarm(t *testing.T) {
+	metrics := []string{"alarm.a", "alarm.b"}
+	var rep republished
+	var logs logBuffer
+	const bound, timeout = 400, 200 * time.Millisecond
+	b, sink, src := privateSetup(t, metrics, libmetricq.WithChunkSize(10), libmetricq.WithMaxBufferedPoints(bound),
+		libmetricq.WithHeartbeat(testHeartbeat), rep.hook(), libmetricq.WithLogger(logs.logger()))
+	st := startStream(t, src, metrics, streamEvery, timeout)
+	st.flowing(t, 200)
+
+	before := src.Stats()
+	raised := time.Now()
+	b.SetMemoryAlarm(true)
+	waitUntil(t, 15*time.Second, "the broker to block the source", func() bool { return src.Stats().Blocked })
+	t.Logf("measured: memory alarm: blocked %v after the alarm was raised", time.Since(raised).Round(10*time.Millisecond))
+	waitUntil(t, 15*time.Second, "Sends to time out on the full buffer", func() bool {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		return st.timeouts >= 5
+	})
+	// Blocked for longer than the heartbeat allows a silent peer: a
+	// blocked connection is not a dead one.
+	time.Sleep(3 * testHeartbeat) // the alarm's length, not a synchronisation
+	during := src.Stats()
+	if during.BufferedPoints != bound || !during.Blocked || during.BlockedEvents < 1 {
+		t.Fatalf("while blocked: %+v", during)
+	}
+	cleared := time.Now()
+	b.SetMemoryAlarm(false)
+	waitUntil(t, 15*time.Second, "the broker to unblock the source", func() bool { return !src.Stats().Blocked })
+	waitUntil(t, 15*time.Second, "the buffer to drain", func() bool { return src.Stats().BufferedPoints < bound/2 })
+	t.Logf("measured: memory alarm: publishing again %v after the alarm was cleared", time.Since(cleared).Round(10*time.Millisecond))
+	st.flowing(t, 200)
+	want, total := st.finish(t)
+	flushCtx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := src.Flush(flushCtx); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(t, want, waitLimit)
+	if repeats := sink.verify(t, want, &rep); repeats != 0 {
+		t.Fatalf("%d chunks arrived twice", repeats)
+	}
+	stats := src.Stats()
+	if stats.PointsConfirmed != uint64(total) || stats.PointsDropped != 0 || stats.Reconnects != before.Reconnects || stats.ChunksRepublished != 0 {
+		t.Fatalf("after the alarm: %+v, %d accepted (before: %+v)", stats, total, before)
+	}
+	if st.slowest > timeout+500*time.Millisecond {
+		t.Fatalf("a send took %v with a %v timeout", st.slowest, timeout)
+	}
+	mustContain(t, "the log", logs.String(), "flow control", "buffer full", "unblocked")
+	t.Logf("%d points accepted, %d sends timed out", total, st.timeouts)
+}
+
+// The broker application restarts (rabbitmqctl stop_app / start_app),
+// taking the manager with it. The source rides it out: it reconnects,
+// registers and declares again at the new manager, republishes what was
+// unconfirmed, and the sink's quorum queue (which survives the restart)
+// gets every accepted point.
+func TestBrokerRestart(t *testing.T) {
+	metrics := []string{"restart.a", "restart.b"}
+	var rep republished
+	b, sink, src := privateSetup(t, metrics, libmetricq.WithChunkSize(10), libmetricq.WithHeartbeat(testHeartbeat), rep.hook())
 	st := startStream(t, src, metrics, streamEvery, 10*time.Second)
 	st.flowing(t, 200)
 
-	// Flow control: a memory watermark below what the broker uses raises
-	// the memory alarm, which blocks publishing connections.
-	watermark := strings.TrimSpace(testenv.Rabbitmqctl(t, "eval", "vm_memory_monitor:get_vm_memory_high_watermark()."))
-	restoreWatermark := func() {
-		if strings.HasPrefix(watermark, "{absolute,") {
-			testenv.Rabbitmqctl(t, "set_vm_memory_high_watermark", "absolute", strings.Trim(strings.TrimPrefix(watermark, "{absolute,"), "} "))
-		} else {
-			testenv.Rabbitmqctl(t, "set_vm_memory_high_watermark", watermark)
-		}
-	}
-	t.Cleanup(restoreWatermark)
-	testenv.Rabbitmqctl(t, "set_vm_memory_high_watermark", "0.000001")
-	waitUntil(t, 15*time.Second, "the broker to block the source", func() bool { return src.Stats().Blocked })
-	blocked := src.Stats()
-	st.flowing(t, 200)
-	if st := src.Stats(); st.PointsConfirmed > blocked.PointsConfirmed+50 || st.BlockedEvents < 1 || st.BufferedPoints == 0 {
-		t.Fatalf("while blocked: %+v (when the block began: %+v)", st, blocked)
-	}
-	mustContain(t, "the log", logs.String(), "flow control")
-	restoreWatermark()
-	waitUntil(t, 15*time.Second, "the broker to unblock the source", func() bool { return !src.Stats().Blocked })
-
-	// Broker restart.
-	started := true
-	t.Cleanup(func() {
-		if !started {
-			testenv.Rabbitmqctl(t, "start_app")
-		}
-	})
-	t0 := time.Now()
-	started = false
-	testenv.Rabbitmqctl(t, "stop_app")
-	stopped := time.Since(t0)
+	stopping := time.Now()
+	b.StopApp()
 	waitUntil(t, 10*time.Second, "the source to notice", func() bool { return !src.Stats().DataConnected })
-	st.flowing(t, 200)
-	t1 := time.Now()
-	testenv.Rabbitmqctl(t, "start_app")
-	started = true
-	t.Logf("stop_app took %v, start_app %v", stopped.Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
-	mgr2 := startManager(t, manager.Config{}) // the first one ended with its connection
+	noticed := time.Since(stopping)
+	st.flowing(t, 200) // accepted while the broker is down
+	starting := time.Now()
+	b.StartApp()
+	started := time.Since(starting)
+	mgr := startManagerAt(t, b.URL) // the first one ended with its connection
 	waitUntil(t, 30*time.Second, "the source to reconnect", connected(src))
-	if md := mgr2.Metadata(); md[metrics[0]]["unit"] != "A" || md[metrics[1]]["unit"] != "B" {
-		t.Fatalf("the new manager did not get the declarations again: %v", md)
+	t.Logf("measured: broker restart: noticed %v after stop_app began; start_app took %v; reconnected %v after it returned",
+		noticed.Round(10*time.Millisecond), started.Round(10*time.Millisecond), (time.Since(starting) - started).Round(10*time.Millisecond))
+	md := mgr.Metadata()
+	for _, m := range metrics {
+		if md[m] == nil {
+			t.Fatalf("the new manager did not get %s declared again: %v", m, md)
+		}
 	}
 	st.flowing(t, 200)
 	want, total := st.finish(t)
-	flushCtx, cancel := context.WithTimeout(ctx, waitLimit)
+	flushCtx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	defer cancel()
 	if err := src.Flush(flushCtx); err != nil {
 		t.Fatal(err)

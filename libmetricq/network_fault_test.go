@@ -27,11 +27,11 @@ type networkFault struct {
 	heartbeat  time.Duration
 	batch      int // points per metric and tick (1 ms), to fill the socket buffers
 	data, mgmt bool
-	inject     func(t *testing.T, p *faultProxy)
-	heal       func(t *testing.T, p *faultProxy) // after the detection, if set
-	detect     time.Duration                     // bound on noticing it
-	wantLog    []string                          // what the log must show
-	recover    time.Duration                     // bound on repairing it, from the detection (or the heal)
+	inject     func(t *testing.T, p *testenv.FaultProxy)
+	heal       func(t *testing.T, p *testenv.FaultProxy) // after the detection, if set
+	detect     time.Duration                             // bound on noticing it
+	wantLog    []string                                  // what the log must show
+	recover    time.Duration                             // bound on repairing it, from the detection (or the heal)
 }
 
 func runNetworkFault(t *testing.T, f networkFault) {
@@ -39,7 +39,7 @@ func runNetworkFault(t *testing.T, f networkFault) {
 	token := testenv.Token(t, "source")
 	metrics := []string{"net.fault.a", "net.fault.b"}
 	sink := newDurableSink(t, testenv.URL(t), metrics...)
-	proxy, proxied := newFaultProxy(t, testenv.URL(t))
+	proxy, proxied := testenv.NewFaultProxy(t, testenv.URL(t))
 	var rep republished
 	var logs logBuffer
 	opts := []libmetricq.Option{libmetricq.WithChunkSize(10), rep.hook(), libmetricq.WithLogger(logs.logger())}
@@ -56,7 +56,7 @@ func runNetworkFault(t *testing.T, f networkFault) {
 	st := startBatchStream(t, src, metrics, streamEvery, max(f.batch, 1), sendTimeout)
 	st.flowing(t, 200*max(f.batch, 1))
 	waitUntil(t, 10*time.Second, "both connections through the proxy", func() bool {
-		return len(proxy.matching("data")) == 1 && len(proxy.matching("management")) == 1
+		return proxy.Connections("data") == 1 && proxy.Connections("management") == 1
 	})
 
 	before := src.Stats()
@@ -118,7 +118,7 @@ func runNetworkFault(t *testing.T, f networkFault) {
 func TestNetworkBlackholeBothWays(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		heartbeat: testHeartbeat, batch: 20, data: true, mgmt: true,
-		inject: func(t *testing.T, p *faultProxy) { p.stall("", up, down) },
+		inject: func(t *testing.T, p *testenv.FaultProxy) { p.Stall("", testenv.Up, testenv.Down) },
 		detect: 2 * testHeartbeat, recover: 20 * time.Second,
 		// The broker notices the dead connection after the source does
 		// and keeps its exclusive RPC queue until then: the source retries.
@@ -130,7 +130,7 @@ func TestNetworkBlackholeBothWays(t *testing.T) {
 func TestNetworkBlackholeDefaultHeartbeat(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		batch: 20, data: true, mgmt: true,
-		inject: func(t *testing.T, p *faultProxy) { p.stall("", up, down) },
+		inject: func(t *testing.T, p *testenv.FaultProxy) { p.Stall("", testenv.Up, testenv.Down) },
 		detect: 30 * time.Second, recover: 40 * time.Second,
 	})
 }
@@ -139,7 +139,7 @@ func TestNetworkBlackholeDefaultHeartbeat(t *testing.T) {
 func TestNetworkSilentUpstream(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		heartbeat: testHeartbeat, batch: 20, data: true, mgmt: true,
-		inject: func(t *testing.T, p *faultProxy) { p.stall("", up) },
+		inject: func(t *testing.T, p *testenv.FaultProxy) { p.Stall("", testenv.Up) },
 		detect: 4 * testHeartbeat, recover: 20 * time.Second,
 	})
 }
@@ -148,7 +148,7 @@ func TestNetworkSilentUpstream(t *testing.T) {
 func TestNetworkSilentDownstream(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		heartbeat: testHeartbeat, data: true, mgmt: true,
-		inject: func(t *testing.T, p *faultProxy) { p.stall("", down) },
+		inject: func(t *testing.T, p *testenv.FaultProxy) { p.Stall("", testenv.Down) },
 		detect: 2 * testHeartbeat, recover: 20 * time.Second,
 	})
 }
@@ -157,8 +157,8 @@ func TestNetworkSilentDownstream(t *testing.T) {
 func TestNetworkResetMidFrame(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		heartbeat: testHeartbeat, data: true,
-		inject: func(t *testing.T, p *faultProxy) {
-			if p.resetMidFrame("data") != 1 {
+		inject: func(t *testing.T, p *testenv.FaultProxy) {
+			if p.ResetMidFrame("data") != 1 {
 				t.Fatal(p)
 			}
 		},
@@ -170,11 +170,11 @@ func TestNetworkResetMidFrame(t *testing.T) {
 func TestNetworkUnreachableTenSeconds(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		heartbeat: testHeartbeat, data: true, mgmt: true,
-		inject: func(t *testing.T, p *faultProxy) { p.setUnreachable(true) },
-		heal: func(t *testing.T, p *faultProxy) {
+		inject: func(t *testing.T, p *testenv.FaultProxy) { p.SetUnreachable(true) },
+		heal: func(t *testing.T, p *testenv.FaultProxy) {
 			// The outage lasts 10 s from the reset, however fast the source noticed.
 			time.Sleep(10 * time.Second) // the fault's length, not a synchronisation
-			p.setUnreachable(false)
+			p.SetUnreachable(false)
 		},
 		detect: time.Second, recover: 7 * time.Second,
 	})
@@ -184,8 +184,8 @@ func TestNetworkUnreachableTenSeconds(t *testing.T) {
 func TestNetworkDataOnlyBlackhole(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		heartbeat: testHeartbeat, batch: 20, data: true,
-		inject: func(t *testing.T, p *faultProxy) {
-			if p.stall("data", up, down) != 1 {
+		inject: func(t *testing.T, p *testenv.FaultProxy) {
+			if p.Stall("data", testenv.Up, testenv.Down) != 1 {
 				t.Fatal(p)
 			}
 		},
@@ -197,8 +197,8 @@ func TestNetworkDataOnlyBlackhole(t *testing.T) {
 func TestNetworkManagementOnlyBlackhole(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		heartbeat: testHeartbeat, mgmt: true,
-		inject: func(t *testing.T, p *faultProxy) {
-			if p.stall("management", up, down) != 1 {
+		inject: func(t *testing.T, p *testenv.FaultProxy) {
+			if p.Stall("management", testenv.Up, testenv.Down) != 1 {
 				t.Fatal(p)
 			}
 		},
@@ -211,12 +211,12 @@ func TestNetworkManagementOnlyBlackhole(t *testing.T) {
 // the broker did not confirm counted as dropped and named in the error;
 // nothing refused arrives, and what arrives is in order.
 func TestNetworkStopIsBounded(t *testing.T) {
-	faults := map[string]func(p *faultProxy){
-		"blackhole":        func(p *faultProxy) { p.stall("", up, down) },
-		"silent upstream":  func(p *faultProxy) { p.stall("", up) },
-		"unreachable":      func(p *faultProxy) { p.setUnreachable(true) },
-		"data blackholed":  func(p *faultProxy) { p.stall("data", up, down) },
-		"management stuck": func(p *faultProxy) { p.stall("management", up, down) },
+	faults := map[string]func(p *testenv.FaultProxy){
+		"blackhole":        func(p *testenv.FaultProxy) { p.Stall("", testenv.Up, testenv.Down) },
+		"silent upstream":  func(p *testenv.FaultProxy) { p.Stall("", testenv.Up) },
+		"unreachable":      func(p *testenv.FaultProxy) { p.SetUnreachable(true) },
+		"data blackholed":  func(p *testenv.FaultProxy) { p.Stall("data", testenv.Up, testenv.Down) },
+		"management stuck": func(p *testenv.FaultProxy) { p.Stall("management", testenv.Up, testenv.Down) },
 	}
 	startManager(t, manager.Config{})
 	for name, inject := range faults {
@@ -224,7 +224,7 @@ func TestNetworkStopIsBounded(t *testing.T) {
 			token := testenv.Token(t, "source")
 			metric := "net.stop." + strings.ReplaceAll(name, " ", "-")
 			sink := newDurableSink(t, testenv.URL(t), metric)
-			proxy, proxied := newFaultProxy(t, testenv.URL(t))
+			proxy, proxied := testenv.NewFaultProxy(t, testenv.URL(t))
 			// The default heartbeat: the fault is not noticed before Stop.
 			src := connectURL(t, proxied, token, libmetricq.WithChunkSize(200), libmetricq.WithLogger(slogDiscard()))
 			if err := src.DeclareMetricList(context.Background(), []string{metric}); err != nil {

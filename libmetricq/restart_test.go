@@ -2,6 +2,8 @@ package libmetricq_test
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +98,37 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 	}
 	mustContain(t, "the log", logs.String(), "flow control", "buffer full", "unblocked")
 	t.Logf("%d points accepted, %d sends timed out", total, st.timeouts)
+
+	// Stopping while blocked is bounded too, and says what it gave up. The
+	// broker blocks a connection when it publishes: probe until it does.
+	b.SetMemoryAlarm(true)
+	sent := 0
+	send := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		if err := src.Send(ctx, metrics[0], ts(1_000_000+sent), 1); err != nil {
+			t.Fatal(err)
+		}
+		sent++
+	}
+	waitUntil(t, 15*time.Second, "the broker to block the source again", func() bool {
+		send()
+		return src.Stats().Blocked
+	})
+	for range 50 {
+		send()
+	}
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), time.Second)
+	defer cancelStop()
+	start := time.Now()
+	err := src.Stop(stopCtx)
+	if took := time.Since(start); took > time.Second+100*time.Millisecond {
+		t.Fatalf("Stop while blocked took %v with a 1s timeout", took)
+	}
+	dropped := src.Stats().PointsDropped
+	if dropped < 50 || dropped > uint64(sent) || err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d points not delivered", dropped)) {
+		t.Fatalf("Stop while blocked, %d sent: %d dropped: %v", sent, dropped, err)
+	}
 }
 
 // The broker application restarts (rabbitmqctl stop_app / start_app),

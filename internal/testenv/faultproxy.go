@@ -1,4 +1,4 @@
-package libmetricq_test
+package testenv
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-// faultProxy is a TCP proxy on loopback between a source and the broker
+// FaultProxy is a TCP proxy on loopback between a source and the broker
 // that breaks the network on demand the ways a real one breaks:
 //
 //   - stall: stop moving bytes in one or both directions while keeping
@@ -26,7 +26,7 @@ import (
 // connection name the client sends in its handshake, so that the two can
 // fail separately. Faults apply to the connections open when they are
 // injected; connections made later pass, as after a reroute.
-type faultProxy struct {
+type FaultProxy struct {
 	t      testing.TB
 	ln     net.Listener
 	target string
@@ -42,19 +42,20 @@ type proxyPair struct {
 
 	mu      sync.Mutex
 	changed *sync.Cond
-	stalled [2]bool // per direction: up (client to broker), down
+	stalled [2]bool // per direction (Up, Down)
 	cutUp   bool    // reset after forwarding half of the next client read
 	dead    bool
 }
 
+// Directions of a proxied connection.
 const (
-	up   = 0 // client to broker
-	down = 1 // broker to client
+	Up   = 0 // client to broker
+	Down = 1 // broker to client
 )
 
-// newFaultProxy proxies to the broker of brokerURL and returns the proxy
+// NewFaultProxy proxies to the broker of brokerURL and returns the proxy
 // and brokerURL pointed at it.
-func newFaultProxy(t testing.TB, brokerURL string) (*faultProxy, string) {
+func NewFaultProxy(t testing.TB, brokerURL string) (*FaultProxy, string) {
 	t.Helper()
 	u, err := url.Parse(brokerURL)
 	if err != nil {
@@ -64,14 +65,14 @@ func newFaultProxy(t testing.TB, brokerURL string) (*faultProxy, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &faultProxy{t: t, ln: ln, target: u.Host}
+	p := &FaultProxy{t: t, ln: ln, target: u.Host}
 	go p.accept()
 	t.Cleanup(p.close)
 	u.Host = ln.Addr().String()
 	return p, u.String()
 }
 
-func (p *faultProxy) accept() {
+func (p *FaultProxy) accept() {
 	for {
 		c, err := p.ln.Accept()
 		if err != nil {
@@ -98,8 +99,8 @@ func (p *faultProxy) accept() {
 		p.mu.Lock()
 		p.pairs = append(p.pairs, pair)
 		p.mu.Unlock()
-		go pair.forward(up, client, pair.broker)
-		go pair.forward(down, pair.broker, client)
+		go pair.forward(Up, client, pair.broker)
+		go pair.forward(Down, pair.broker, client)
 	}
 }
 
@@ -115,7 +116,7 @@ func (pair *proxyPair) forward(dir int, from, to *net.TCPConn) {
 		}
 		n, err := from.Read(buf)
 		if n > 0 {
-			if dir == up && pair.labelled() == "" && len(seen) < 8192 {
+			if dir == Up && pair.labelled() == "" && len(seen) < 8192 {
 				seen = append(seen, buf[:n]...)
 				pair.learnLabel(seen)
 			}
@@ -123,7 +124,7 @@ func (pair *proxyPair) forward(dir int, from, to *net.TCPConn) {
 				return
 			}
 			chunk := buf[:n]
-			if dir == up && pair.takeCut() {
+			if dir == Up && pair.takeCut() {
 				_, _ = to.Write(chunk[:max(n/2, 1)])
 				pair.kill()
 				return
@@ -195,7 +196,7 @@ func reset(c *net.TCPConn) {
 }
 
 // matching returns the live connections with the label (any for "").
-func (p *faultProxy) matching(label string) []*proxyPair {
+func (p *FaultProxy) matching(label string) []*proxyPair {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []*proxyPair
@@ -210,9 +211,9 @@ func (p *faultProxy) matching(label string) []*proxyPair {
 	return out
 }
 
-// stall stops the given directions of the labelled connections; it
+// Stall stops the given directions of the labelled connections; it
 // returns how many connections it stalled.
-func (p *faultProxy) stall(label string, dirs ...int) int {
+func (p *FaultProxy) Stall(label string, dirs ...int) int {
 	pairs := p.matching(label)
 	for _, pair := range pairs {
 		pair.mu.Lock()
@@ -225,9 +226,9 @@ func (p *faultProxy) stall(label string, dirs ...int) int {
 	return len(pairs)
 }
 
-// resetMidFrame makes the labelled connections forward half of the next
+// ResetMidFrame makes the labelled connections forward half of the next
 // bytes the client sends, then reset both ends.
-func (p *faultProxy) resetMidFrame(label string) int {
+func (p *FaultProxy) ResetMidFrame(label string) int {
 	pairs := p.matching(label)
 	for _, pair := range pairs {
 		pair.mu.Lock()
@@ -237,9 +238,9 @@ func (p *faultProxy) resetMidFrame(label string) int {
 	return len(pairs)
 }
 
-// setUnreachable resets every connection and refuses new ones, or lets
+// SetUnreachable resets every connection and refuses new ones, or lets
 // them through again.
-func (p *faultProxy) setUnreachable(on bool) {
+func (p *FaultProxy) SetUnreachable(on bool) {
 	p.mu.Lock()
 	p.unreachable = on
 	p.mu.Unlock()
@@ -250,7 +251,7 @@ func (p *faultProxy) setUnreachable(on bool) {
 	}
 }
 
-func (p *faultProxy) close() {
+func (p *FaultProxy) close() {
 	p.ln.Close()
 	p.mu.Lock()
 	pairs := p.pairs
@@ -260,8 +261,11 @@ func (p *faultProxy) close() {
 	}
 }
 
+// Connections counts the live connections with the label (any for "").
+func (p *FaultProxy) Connections(label string) int { return len(p.matching(label)) }
+
 // String lists the live connections, for failure messages.
-func (p *faultProxy) String() string {
+func (p *FaultProxy) String() string {
 	var labels []string
 	for _, pair := range p.matching("") {
 		labels = append(labels, pair.labelled())

@@ -1,0 +1,60 @@
+package syncsource
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/libmetricq/libmetricq/internal/testenv"
+	"github.com/libmetricq/libmetricq/libmetricq"
+)
+
+// mq_source_stop's path: Stop(timeout) while the network to the broker is
+// a black hole (both directions silent, sockets open; the default
+// heartbeat, so it is not noticed yet) returns within its timeout, counts
+// what the broker did not confirm in points_dropped and names it.
+func TestStopBoundedInBlackhole(t *testing.T) {
+	e := start(t, nil)
+	proxy, proxied := testenv.NewFaultProxy(t, e.url)
+	s, err := New(proxied, testenv.Token(t, "source"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Connect(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	const metric = "sync.stop.blackhole"
+	if err := s.Declare(map[string]libmetricq.Metadata{metric: nil}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	send := func(from, n int) {
+		for i := range n {
+			if err := s.Send(metric, int64(1_700_000_000_000_000_000+from+i), 1, time.Second); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(0, 100)
+	e.receive(t, metric, 100)
+	if proxy.Stall("", testenv.Up, testenv.Down) != 2 {
+		t.Fatal(proxy)
+	}
+	send(100, 500)
+
+	const timeout = time.Second
+	start := time.Now()
+	err = s.Stop(timeout, false)
+	took := time.Since(start)
+	if took > timeout+50*time.Millisecond {
+		t.Fatalf("Stop took %v with a %v timeout", took, timeout)
+	}
+	st := s.Stats()
+	if st.PointsDropped != 500 || st.PointsConfirmed != 100 {
+		t.Fatalf("stats after the stop: %+v", st)
+	}
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%d points not delivered", st.PointsDropped)) {
+		t.Fatalf("Stop: %v", err)
+	}
+	t.Logf("measured: Stop(%v) returned after %v: %v", timeout, took.Round(time.Millisecond), err)
+}

@@ -59,8 +59,11 @@ test: ensure-test vet lib check-symbols examples-c fortran-lib python
 
 # Go tests, including the interoperability tests that run the reference
 # Python metricq from .venv; needs METRICQ_TEST_URL (see scripts/with-vhost.sh).
+# The scale tests (100,000 metrics) run without -race: see
+# libmetricq/scale_test.go.
 test-go: fuzz | $(addprefix ensure-,$(TEST_TOOLS))
 	LIBMETRICQ_BUILD=$(CURDIR)/$(CAPI_BUILD) METRICQ_PYTHON=$(VENV)/bin/python $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -run '^TestScale' ./libmetricq
 
 # The fuzz targets of the Go core, FUZZ_TIME inputs each (plain `go test` runs
 # their committed seed corpora, libmetricq/testdata/fuzz/, as unit tests).

@@ -19,6 +19,11 @@
          chunk size 1000 and the given buffer bound (0: the default); sends
          POINTS points, samples the buffered points, flushes, then reads
          VmHWM and VmRSS from /proc/self/status.
+     mqbench scale   URL TOKEN PREFIX METRICS POINTS CHUNK
+         declares PREFIX.0 … PREFIX.<METRICS-1> in one mq_source_declare_many
+         call (timed; VmRSS before and after), then sends POINTS points
+         round-robin over all of them, one mq_source_send each (the sending
+         thread's CPU per point; VmRSS after), then flushes.
 
    Timestamps advance by 1 us per point, which gives DataChunks of the same
    size as the driver's pre-encoded ones. */
@@ -284,6 +289,57 @@ static int mode_rss(int argc, char **argv) {
     return 0;
 }
 
+/* --- scale ------------------------------------------------------------------------ */
+
+static int mode_scale(int argc, char **argv) {
+    if (argc != 8) return 2;
+    const char *url = argv[2], *token = argv[3], *prefix = argv[4];
+    int64_t metrics = arg_ll(argv[5], "METRICS"), points = arg_ll(argv[6], "POINTS"), chunk = arg_ll(argv[7], "CHUNK");
+    if (metrics < 1) return 2;
+    mq_source *src = connect_source(url, token, chunk, 0);
+    /* The names and the request are the host's own memory: built before the
+       first VmRSS reading, freed only after the last. */
+    size_t name_room = strlen(prefix) + 24;
+    char *names = malloc((size_t)metrics * name_room);
+    size_t json_room = (size_t)metrics * (name_room + 8) + 3, used = 0;
+    char *json = malloc(json_room);
+    if (!names || !json) die("malloc", MQ_ERR_INTERNAL);
+    json[used++] = '{';
+    for (int64_t i = 0; i < metrics; i++) {
+        char *name = names + (size_t)i * name_room;
+        snprintf(name, name_room, "%s.%" PRId64, prefix, i);
+        used += (size_t)snprintf(json + used, json_room - used, "%s\"%s\": {}", i ? ", " : "", name);
+    }
+    json[used++] = '}';
+    json[used] = 0;
+    long rss_connected = status_kb("VmRSS");
+    int64_t declare0 = mq_now();
+    int rc = mq_source_declare_many(src, json, TIMEOUT * 5);
+    int64_t declared = mq_now();
+    if (rc) die("mq_source_declare_many", rc);
+    long rss_declared = status_kb("VmRSS");
+
+    int64_t t = mq_now(), start = mq_now(), cpu0 = thread_cpu_ns();
+    for (int64_t i = 0; i < points; i++) {
+        int64_t m = i % metrics;
+        if (m == 0) t += STEP_NS;
+        rc = mq_source_send(src, names + (size_t)m * name_room, t, 1.0, TIMEOUT);
+        if (rc) die("mq_source_send", rc);
+    }
+    int64_t cpu = thread_cpu_ns() - cpu0, sent = mq_now();
+    long rss_sent = status_kb("VmRSS");
+    finish(src);
+    printf("{\"start_ns\": %" PRId64 ", \"sent_ns\": %" PRId64 ", \"points\": %" PRId64 ", \"metrics\": %" PRId64
+           ", \"declare_ns\": %" PRId64 ", \"cpu_ns_per_point\": %.1f, \"rss_connected_kb\": %ld"
+           ", \"rss_declared_kb\": %ld, \"rss_sent_kb\": %ld}\n",
+           start, sent, points, metrics, declared - declare0, (double)cpu / (double)points, rss_connected, rss_declared,
+           rss_sent);
+    mq_source_free(src);
+    free(json);
+    free(names);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int rc = 2;
     if (argc >= 2) {
@@ -292,6 +348,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[1], "latency")) rc = mode_latency(argc, argv);
         else if (!strcmp(argv[1], "startup")) rc = mode_startup(argc, argv);
         else if (!strcmp(argv[1], "rss")) rc = mode_rss(argc, argv);
+        else if (!strcmp(argv[1], "scale")) rc = mode_scale(argc, argv);
     }
     if (rc == 2) {
         fprintf(stderr, "usage: see the comment at the top of bench/c/mqbench.c\n");

@@ -22,6 +22,11 @@ the ``ours-*`` modes. Each mode prints one JSON object on stdout; times are
       figures of the same run with that lookup fixed (the loop the source
       stored). chunk_size CHUNK (the wrapper has no setting for it: set on
       the inner Source).
+  ref-scale  URL TOKEN PREFIX METRICS POINTS CHUNK
+      the reference metricq.Source: ``declare_metrics`` of PREFIX.0 …
+      PREFIX.<METRICS-1> in one call (timed; VmRSS before and after), then
+      POINTS points round-robin over all of them, ``await source.send`` each
+      (CPU per point; VmRSS after), chunk_size CHUNK; as mqbench scale.
 
 Timestamps advance by 1 us per point, as in bench/c/mqbench.c. The reference
 modes get their Timestamp objects built before the clock starts, which
@@ -200,6 +205,53 @@ def ref_sync(url, token, prefix, points, chunk):
     os._exit(0)  # the reference's loop thread may linger
 
 
+def rss_kb():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def ref_scale(url, token, prefix, metrics, points, chunk):
+    import metricq
+
+    quiet_reference()
+
+    class BenchSource(metricq.Source):
+        async def task(self):
+            pass
+
+    names = [f"{prefix}.{i}" for i in range(metrics)]
+    request = {name: {} for name in names}
+
+    async def main():
+        src = BenchSource(token=token, url=url)
+        await src.connect()
+        src.chunk_size = chunk
+        rounds = -(-points // metrics)
+        t0 = time.time_ns()
+        stamps = [metricq.Timestamp(t0 + (r + 1) * STEP_NS) for r in range(rounds)]
+        rss_connected = rss_kb()
+        declare0 = time.time_ns()
+        await src.declare_metrics(request)
+        declare_ns = time.time_ns() - declare0
+        rss_declared = rss_kb()
+        send = src.send
+        start, cpu0 = time.time_ns(), time.thread_time_ns()
+        for i in range(points):
+            await send(names[i % metrics], stamps[i // metrics], 1.0)
+        sent, cpu = time.time_ns(), time.thread_time_ns() - cpu0
+        rss_sent = rss_kb()
+        await src.flush()
+        await src.stop()
+        return dict(start_ns=start, sent_ns=sent, points=points, metrics=metrics, declare_ns=declare_ns,
+                    cpu_ns_per_point=cpu / points, rss_connected_kb=rss_connected, rss_declared_kb=rss_declared,
+                    rss_sent_kb=rss_sent)
+
+    out(**asyncio.run(main()))
+
+
 def main(argv):
     mode = argv[1]
     url, token, prefix = argv[2], argv[3], argv[4]
@@ -212,6 +264,8 @@ def main(argv):
         ref_async(url, token, prefix, *nums)
     elif mode == "ref-sync":
         ref_sync(url, token, prefix, *nums)
+    elif mode == "ref-scale":
+        ref_scale(url, token, prefix, *nums, int(argv[7]))
     else:
         sys.exit(f"unknown mode {mode}")
 

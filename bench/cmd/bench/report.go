@@ -397,7 +397,7 @@ func (b *bench) verdicts() []verdict {
 			"max seen " + fmtStat(seen, fmtG("")), "bound " + fmtStat(bound, fmtG("")), ratioOf(seen.max, bound.med, seen.ok()),
 			"≤ 1", passText(seen.max <= bound.med, seen.ok())})
 	}
-	return v
+	return append(v, b.scaleVerdicts()...)
 }
 
 func ratioOf(a, b float64, have bool) string {
@@ -447,7 +447,7 @@ func (b *bench) report() error {
 	p("it hardly depends on what else the machine is doing, so it is the figure to compare across runs and machines.\n\n")
 	p("## Other scenarios\n\n| scenario | what | figures (median [min–max]) | runs |\n|---|---|---|---|\n")
 	for _, s := range b.scenarios {
-		if s.throughput() {
+		if s.throughput() || strings.HasPrefix(s.name, "scale-") {
 			continue
 		}
 		var figs []string
@@ -467,6 +467,7 @@ func (b *bench) report() error {
 		}
 		p("| %s | %s | %s | %d |\n", s.name, s.title, strings.Join(figs, "; "), len(s.samples))
 	}
+	b.scaleReport(p)
 	if len(b.goBench) > 0 {
 		p("\n## Go benchmarks (`go test ./libmetricq -bench ^BenchmarkSend -benchmem`)\n\n")
 		p("| benchmark | ns/op | B/op | allocs/op | points/s |\n|---|---|---|---|---|\n")

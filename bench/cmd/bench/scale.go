@@ -1,0 +1,191 @@
+package main
+
+// The scaling section: one source with N metrics, N from 100 to 100,000,
+// ours (a C host, mqbench scale) beside the reference (metricq.Source,
+// pybench ref-scale) against the same local manager, restarted before
+// every run so that each declaration meets an empty one.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// scaleSizes are the numbers of metrics per source.
+var scaleSizes = []int{100, 1_000, 10_000, 100_000}
+
+// scaleChunk is the chunk size of every metric in the scaling runs.
+const scaleChunk = 100
+
+func scaleName(lang string, metrics int) string {
+	label := fmt.Sprint(metrics)
+	if metrics >= 1000 && metrics%1000 == 0 {
+		label = fmt.Sprint(metrics/1000) + "k"
+	}
+	return "scale-" + lang + "-" + label
+}
+
+// scalePoints is how many points a run sends round-robin: enough for a
+// stable CPU figure at every size, and at least a few per metric, so that
+// the largest size also pays for each metric's first point. The reference
+// sends fewer: its send costs ten times ours.
+func scalePoints(lang string, metrics int) int {
+	if lang == "ref" {
+		return max(100_000, 2*metrics)
+	}
+	return max(200_000, 10*metrics)
+}
+
+func scaleScenarios() []*scenario {
+	var out []*scenario
+	for _, metrics := range scaleSizes {
+		for _, lang := range []string{"c", "ref"} {
+			title := fmt.Sprintf("C host: mq_source_declare_many of %d metrics, then mq_source_send round-robin, chunk %d", metrics, scaleChunk)
+			if lang == "ref" {
+				title = fmt.Sprintf("reference metricq.Source: declare_metrics of %d metrics, then send round-robin, chunk %d", metrics, scaleChunk)
+			}
+			out = append(out, &scenario{name: scaleName(lang, metrics), title: title, lang: lang, noWarmup: true,
+				run: func(ctx context.Context, b *bench, id string, _ int) (sample, error) {
+					return b.scaleRun(ctx, id, lang, metrics)
+				}})
+		}
+	}
+	return out
+}
+
+func (b *bench) scaleRun(ctx context.Context, id, lang string, metrics int) (sample, error) {
+	if err := b.restartManager(ctx); err != nil {
+		return nil, fmt.Errorf("manager: %w", err)
+	}
+	points := scalePoints(lang, metrics)
+	var out map[string]any
+	smp, _, err := b.produce(ctx, id, points, false, func(ctx context.Context, prefix string) (map[string]any, error) {
+		args := []string{b.cfg.url, token(id), prefix, itoa(metrics), itoa(points), itoa(scaleChunk)}
+		var err error
+		if lang == "ref" {
+			out, err = b.pybench(ctx, append([]string{"ref-scale"}, args...)...)
+		} else {
+			out, err = b.mqbench(ctx, append([]string{"scale"}, args...)...)
+		}
+		return out, err
+	})
+	if err != nil {
+		return nil, err
+	}
+	perMetric := func(key string) float64 {
+		return (num(out, key) - num(out, "rss_connected_kb")) / float64(metrics)
+	}
+	return sample{
+		"declare_s":          num(out, "declare_ns") / 1e9,
+		"send_cpu_ns":        smp["send_cpu_ns"],
+		"idle_kb_per_metric": perMetric("rss_declared_kb"),
+		"sent_kb_per_metric": perMetric("rss_sent_kb"),
+	}, nil
+}
+
+// scaleVerdicts are the scaling section's rows of the targets table.
+func (b *bench) scaleVerdicts() []verdict {
+	var v []verdict
+	for _, metrics := range []int{10_000, 100_000} {
+		ours, ref := b.stat(scaleName("c", metrics), "declare_s"), b.stat(scaleName("ref", metrics), "declare_s")
+		r, rt := ratioText(ours, ref)
+		v = append(v, verdict{fmt.Sprintf("Declare %d metrics in one call (C `mq_source_declare_many`)", metrics),
+			fmtStat(ours, fmtG(" s")), "reference declare_metrics: " + fmtStat(ref, fmtG(" s")), rt, "≤ 0.5", passText(r <= 0.5, !math.IsNaN(r))})
+	}
+	idle := b.stat(scaleName("c", 100_000), "idle_kb_per_metric")
+	v = append(v, verdict{"Idle declared metric: RSS growth per metric at 100000 metrics (C host)", fmtStat(idle, fmtG(" KB")),
+		"reference: " + fmtStat(b.stat(scaleName("ref", 100_000), "idle_kb_per_metric"), fmtG(" KB")),
+		ratioOf(idle.med, 1, idle.ok()), "≤ 1 KB", passText(idle.max <= 1, idle.ok())})
+	many, few := b.stat(scaleName("c", 100_000), "send_cpu_ns"), b.stat(scaleName("c", 100), "send_cpu_ns")
+	r, rt := ratioText(many, few)
+	v = append(v, verdict{"C `mq_source_send` CPU per point, 100000 metrics round-robin (chunk 100)", fmtStat(many, fmtG(" ns")),
+		"100 metrics: " + fmtStat(few, fmtG(" ns")), rt, "≤ 2", passText(r <= 2, !math.IsNaN(r))})
+	return v
+}
+
+// scaleReport is the scaling section of BENCHMARKS.md.
+func (b *bench) scaleReport(p func(format string, args ...any)) {
+	if !b.stat(scaleName("c", scaleSizes[0]), "declare_s").ok() && !b.stat(scaleName("ref", scaleSizes[0]), "declare_s").ok() {
+		return
+	}
+	p("\n## Scaling: metrics per source\n\n![declare time, send cost and memory against the number of metrics](%s)\n\n", relPath(b.cfg.out, b.scaleChart()))
+	p("One source declares N metrics in one call (C: `mq_source_declare_many`; reference: `metricq.Source.declare_metrics`), ")
+	p("then sends points round-robin over all of them, one call per point, chunk size %d; the local manager is started afresh before every run. ", scaleChunk)
+	p("Memory is the growth of the process's VmRSS over the connected source's, per metric: after declaring (idle metrics), ")
+	p("and after the sends (every metric holding an open chunk). Points per run: ours max(200000, 10 N), the reference's max(100000, 2 N).\n\n")
+	p("| metrics | declare: ours | declare: reference | ratio | send CPU per point: ours | reference | KB per idle metric: ours | reference | KB per metric after sends: ours | reference |\n")
+	p("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, metrics := range scaleSizes {
+		c, ref := scaleName("c", metrics), scaleName("ref", metrics)
+		_, rt := ratioText(b.stat(c, "declare_s"), b.stat(ref, "declare_s"))
+		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", metrics,
+			fmtStat(b.stat(c, "declare_s"), fmtG(" s")), fmtStat(b.stat(ref, "declare_s"), fmtG(" s")), rt,
+			fmtStat(b.stat(c, "send_cpu_ns"), fmtG(" ns")), fmtStat(b.stat(ref, "send_cpu_ns"), fmtG(" ns")),
+			fmtStat(b.stat(c, "idle_kb_per_metric"), fmtG("")), fmtStat(b.stat(ref, "idle_kb_per_metric"), fmtG("")),
+			fmtStat(b.stat(c, "sent_kb_per_metric"), fmtG("")), fmtStat(b.stat(ref, "sent_kb_per_metric"), fmtG("")))
+	}
+}
+
+// scaleChart draws the three figures against N on log-log axes and returns
+// the chart's path (beside the throughput chart).
+func (b *bench) scaleChart() string {
+	chart := filepath.Join(filepath.Dir(b.cfg.chart), "scaling.png")
+	if _, err := exec.LookPath("gnuplot"); err != nil {
+		return chart
+	}
+	var data bytes.Buffer
+	for _, metrics := range scaleSizes {
+		fmt.Fprintf(&data, "%d", metrics)
+		for _, key := range []string{"declare_s", "send_cpu_ns", "idle_kb_per_metric", "sent_kb_per_metric"} {
+			for _, lang := range []string{"c", "ref"} {
+				st := b.stat(scaleName(lang, metrics), key)
+				if st.ok() && st.med > 0 {
+					fmt.Fprintf(&data, " %g", st.med)
+				} else {
+					data.WriteString(" NaN")
+				}
+			}
+		}
+		data.WriteString("\n")
+	}
+	datFile := filepath.Join(b.cfg.build, "scaling.dat")
+	if err := os.WriteFile(datFile, data.Bytes(), 0o644); err != nil {
+		return chart
+	}
+	ours, ref := `lc rgb "0x1f77b4" pt 7 lw 2`, `lc rgb "0xd62728" pt 5 lw 2`
+	plot := func(title, ylabel string, col int) string {
+		return fmt.Sprintf(`set title %q
+set ylabel %q
+plot %q using 1:%d with linespoints %s title "libmetricq (C host)", '' using 1:%d with linespoints %s title "reference metricq 5.4.0"
+`, title, ylabel, datFile, col, ours, col+1, ref)
+	}
+	m := b.machine
+	script := fmt.Sprintf(`set terminal pngcairo size 1500,500 font "sans,10"
+set output %q
+set multiplot layout 1,3 title "One source, N metrics (median of %d runs; %s, %d cores, RabbitMQ %s)"
+set logscale xy
+set format x "10^{%%L}"
+set xlabel "metrics per source"
+set grid
+set key top left
+`, chart, b.cfg.runs, strings.ReplaceAll(m.CPU, "\"", ""), m.Cores, m.RabbitMQ) +
+		plot("declare all N in one call", "seconds", 2) +
+		plot("send: CPU of the sending thread per point", "ns per point", 4) +
+		fmt.Sprintf(`set title "memory: VmRSS growth per metric"
+set ylabel "KB per metric"
+plot %q using 1:6 with linespoints %s title "libmetricq, declared (idle)", '' using 1:8 with linespoints %s dt 2 title "libmetricq, after sends", '' using 1:7 with linespoints %s title "reference, declared", '' using 1:9 with linespoints %s dt 2 title "reference, after sends"
+unset multiplot
+`, datFile, ours, ours, ref, ref)
+	scriptFile := filepath.Join(b.cfg.build, "scaling.gp")
+	if err := os.WriteFile(scriptFile, []byte(script), 0o644); err == nil {
+		if out, err := exec.Command("gnuplot", scriptFile).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: scaling chart: %v: %s\n", err, out)
+		}
+	}
+	return chart
+}

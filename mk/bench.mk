@@ -8,7 +8,8 @@
 #           bench/cmd/bench against a fresh vhost: every scenario
 #           BENCH_RUNS times (default 5), the go test benchmarks with
 #           -benchmem and a CPU profile, perf on the C send path. Writes
-#           BENCHMARKS.md, bench/throughput.png and build/bench/*.
+#           BENCHMARKS.md, bench/throughput.png, bench/scaling.png and
+#           build/bench/*.
 #           Quick look: BENCH_RUNS=1 BENCH_SECONDS=0.5 make bench
 #           Some scenarios only: BENCH_ONLY='c-send|raw' make bench
 

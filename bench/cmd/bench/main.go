@@ -11,7 +11,8 @@
 // then BENCH_RUNS rounds over all scenarios, interleaved so that a noisy
 // moment hits every scenario alike. Every figure is the median of the
 // rounds, with min and max; every ratio is taken between figures of the
-// same invocation. Output: BENCHMARKS.md and bench/throughput.png (gnuplot),
+// same invocation. Output: BENCHMARKS.md, bench/throughput.png and
+// bench/scaling.png (gnuplot, beside it),
 // the raw samples in build/bench/results.json.
 //
 // Settings (environment):

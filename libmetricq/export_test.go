@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 )
@@ -37,10 +38,7 @@ func (s *Source) BreakManagementChannel() error {
 	if l == nil {
 		return errors.New("not connected")
 	}
-	l.mu.Lock()
-	ch := l.ch
-	l.mu.Unlock()
-	return breakChannel(ch)
+	return breakChannel(l.endpoint.Channel())
 }
 
 func breakChannel(ch *amqp.Channel) error {
@@ -56,21 +54,20 @@ func breakChannel(ch *amqp.Channel) error {
 // would send, once every handler has finished.
 func (s *Source) DispatchForTest(body []byte, correlationID, replyTo string, log *slog.Logger) [][]byte {
 	l := newMgmtLink("amqp://127.0.0.1/", s.token, s.connSettings(), log, s.handlers)
-	defer l.cancel()
-	var replies = make(chan []byte, 2)
-	l.send = func(_ context.Context, exchange, key string, msg amqp.Publishing) error {
-		replies <- msg.Body
+	defer l.endpoint.End(ErrStopped)
+	var (
+		mu      sync.Mutex
+		replies [][]byte
+	)
+	l.endpoint.Reply = func(_ context.Context, queue string, msg amqp.Publishing) error {
+		mu.Lock()
+		replies = append(replies, msg.Body)
+		mu.Unlock()
 		return nil
 	}
-	l.dispatch(amqp.Delivery{Body: body, CorrelationId: correlationID, ReplyTo: replyTo, AppId: "fuzz"})
-	// Wait for a handler in flight: it holds a busy token.
-	for i := 0; i < cap(l.busy); i++ {
-		l.busy <- struct{}{}
-	}
-	close(replies)
-	var out [][]byte
-	for r := range replies {
-		out = append(out, r)
-	}
-	return out
+	l.endpoint.Handle(amqp.Delivery{Body: body, CorrelationId: correlationID, ReplyTo: replyTo, AppId: "fuzz"})
+	l.endpoint.Idle()
+	mu.Lock()
+	defer mu.Unlock()
+	return replies
 }

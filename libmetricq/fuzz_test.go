@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq/pb"
 )
 
@@ -63,24 +64,24 @@ func FuzzIncomingRPC(f *testing.F) {
 				t.Fatalf("reply is not a JSON object: %q", r)
 			}
 		}
-		in := classify(body, replyTo)
+		in := amqpkit.Classify(body, replyTo)
 		want := 0
-		switch in.kind {
-		case incomingRequest:
+		switch in.Kind {
+		case amqpkit.IncomingRequest:
 			want = 1
-		case incomingBadRequest:
+		case amqpkit.IncomingBadRequest:
 			if replyTo != "" {
 				want = 1
 			}
 		}
 		if len(replies) != want {
-			t.Fatalf("%d replies, want %d (kind %d) for %q reply_to %q", len(replies), want, in.kind, body, replyTo)
+			t.Fatalf("%d replies, want %d (kind %d) for %q reply_to %q", len(replies), want, in.Kind, body, replyTo)
 		}
 		// The reply path of outgoing calls must cope with the same bodies.
-		if reply, err := parseReply("fuzz", body); err == nil && reply == nil {
-			t.Fatal("parseReply returned neither a reply nor an error")
+		if reply, err := amqpkit.ParseReply("fuzz", body); err == nil && reply == nil {
+			t.Fatal("ParseReply returned neither a reply nor an error")
 		} else if err != nil && !errors.Is(err, ErrRPC) {
-			t.Fatalf("parseReply error %v does not wrap ErrRPC", err)
+			t.Fatalf("ParseReply error %v does not wrap ErrRPC", err)
 		}
 	})
 }

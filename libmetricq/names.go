@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 // MaxNameLength is the AMQP short-string limit for routing keys, in bytes.
@@ -36,21 +38,7 @@ func ValidateMetricName(name string) error {
 }
 
 // printableName keeps error texts readable and bounded whatever the input.
-func printableName(name string) string { return printableText(name, 80) }
-
-// printableText makes untrusted text fit for a log line or an error: valid
-// UTF-8, at most about max bytes.
-func printableText(s string, max int) string {
-	s = strings.ToValidUTF8(s, "\uFFFD")
-	if len(s) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "…"
-	}
-	return s
-}
+func printableName(name string) string { return amqpkit.PrintableText(name, 80) }
 
 // validateToken checks a client token: it names the "<token>-rpc" queue, so
 // the same byte limit applies.

@@ -122,7 +122,7 @@ func (p *publisher) open(ctx context.Context) (*session, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkExchanges(conn, p.exchange); err != nil {
+	if err := amqpkit.CheckExchanges(conn, p.exchange); err != nil {
 		amqpkit.Close(conn)
 		return nil, err
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"runtime/debug"
 	"sort"
 	"sync"
@@ -34,7 +33,7 @@ type Source struct {
 	mgmt       *mgmtLink     // the current management link; replaced on reconnect
 	mgmtNext   chan struct{} // closed when mgmt is replaced
 	mgmtClosed bool          // shut down: no further link is installed
-	handlers   map[string]rpcHandler
+	handlers   map[string]amqpkit.Handler
 
 	pubPtr      atomic.Pointer[publisher]
 	dataAddress string // the manager's dataServerAddress at Connect
@@ -142,8 +141,8 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 		s.log.Warn("TLS certificate and host name verification is OFF for this source: anyone on the path can read the password and the data")
 	}
 	s.defaultChunkSize.Store(int64(o.chunkSize))
-	s.handlers = map[string]rpcHandler{
-		"discover": s.onDiscover,
+	s.handlers = map[string]amqpkit.Handler{
+		"discover": amqpkit.Discover(s.startTime.Time(), VersionString, o.clientVersion),
 		"config":   s.onConfigRPC,
 	}
 	return s, nil
@@ -310,23 +309,6 @@ func (s *Source) onConfigRPC(ctx context.Context, args map[string]json.RawMessag
 	ctx, cancel := s.withRPCTimeout(ctx)
 	defer cancel()
 	return nil, s.applyConfig(ctx, config, raw)
-}
-
-func (s *Source) onDiscover(context.Context, map[string]json.RawMessage) (any, error) {
-	now := Now()
-	hostname, _ := os.Hostname()
-	reply := map[string]any{
-		"alive":          true,
-		"currentTime":    now.isoString(),
-		"startingTime":   s.startTime.isoString(),
-		"uptime":         int64(now - s.startTime),
-		"metricqVersion": VersionString,
-		"hostname":       hostname,
-	}
-	if s.opts.clientVersion != "" {
-		reply["version"] = s.opts.clientVersion
-	}
-	return reply, nil
 }
 
 func (s *Source) startTask() {

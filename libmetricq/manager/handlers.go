@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 // request is one decoded RPC request.
@@ -94,10 +96,10 @@ func (m *Manager) handleRegister(r *request) (any, error) {
 	}
 	switch r.function {
 	case "source.register", "transformer.register":
-		reply["dataExchange"] = DataExchange
+		reply["dataExchange"] = amqpkit.DataExchange
 	case "db.register":
-		reply["dataExchange"] = DataExchange
-		reply["historyExchange"] = HistoryExchange
+		reply["dataExchange"] = amqpkit.DataExchange
+		reply["historyExchange"] = amqpkit.HistoryExchange
 	}
 	m.log.Info("client registered", "function", r.function, "token", r.token)
 	return reply, nil
@@ -120,7 +122,7 @@ func (m *Manager) handleHistoryRegister(r *request) (any, error) {
 	reply := map[string]any{
 		"historyServerAddress": m.dataAddress,
 		"dataServerAddress":    m.dataAddress,
-		"historyExchange":      HistoryExchange,
+		"historyExchange":      amqpkit.HistoryExchange,
 		"historyQueue":         queue,
 	}
 	if config, ok := m.config(r.token); ok {
@@ -291,7 +293,7 @@ func (m *Manager) handleSubscribe(r *request) (any, error) {
 			return fmt.Errorf("declare data queue %s: %w", queue, err)
 		}
 		for _, metric := range metrics {
-			if err := ch.QueueBind(queue, metric, DataExchange, false, nil); err != nil {
+			if err := ch.QueueBind(queue, metric, amqpkit.DataExchange, false, nil); err != nil {
 				return fmt.Errorf("bind %q to data queue %s: %w", metric, queue, err)
 			}
 		}
@@ -354,7 +356,7 @@ func (m *Manager) handleUnsubscribe(r *request) (any, error) {
 			return fmt.Errorf("queue %s: %w", queue, err)
 		}
 		for _, metric := range metrics {
-			if err := ch.QueueUnbind(queue, metric, DataExchange, nil); err != nil {
+			if err := ch.QueueUnbind(queue, metric, amqpkit.DataExchange, nil); err != nil {
 				return fmt.Errorf("unbind %q from %s: %w", metric, queue, err)
 			}
 		}

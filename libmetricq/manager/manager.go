@@ -17,8 +17,6 @@ package manager
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,20 +27,13 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
-// Names fixed by the MetricQ protocol.
-const (
-	ManagementExchange = "metricq.management"
-	BroadcastExchange  = "metricq.broadcast"
-	DataExchange       = "metricq.data"
-	HistoryExchange    = "metricq.history"
-	ManagementQueue    = "management"
-	// Token is the manager's own token: the app_id of its replies and the
-	// prefix of its RPC queue "manager-rpc".
-	Token = "manager"
-)
+// Token is the manager's own token: the app_id of its requests and replies
+// and the prefix of its RPC queue "manager-rpc".
+const Token = "manager"
 
 // Config configures Start.
 type Config struct {
@@ -96,10 +87,7 @@ type Manager struct {
 	metaRev   map[string]int
 	fileMu    sync.Mutex // serialises metadata file writes
 
-	pendMu     sync.Mutex
-	pending    map[string]func(amqp.Delivery)
-	corrPrefix string
-	corrSeq    atomic.Uint64
+	calls *amqpkit.Calls // our requests to clients, answered on "manager-rpc"
 
 	done      chan struct{}
 	errMu     sync.Mutex
@@ -125,8 +113,6 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	var random [6]byte
-	_, _ = rand.Read(random[:])
 	m := &Manager{
 		url:         cfg.URL,
 		dataAddress: reply,
@@ -137,8 +123,6 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 		configRev:   make(map[string]int),
 		metadata:    make(map[string]map[string]any),
 		metaRev:     make(map[string]int),
-		pending:     make(map[string]func(amqp.Delivery)),
-		corrPrefix:  "metricq-rpc-manager-" + hex.EncodeToString(random[:]) + "-",
 		done:        make(chan struct{}),
 	}
 	if cfg.ConfigFile != "" {
@@ -174,17 +158,17 @@ func (m *Manager) connect(ctx context.Context, dataURL string) error {
 		return fmt.Errorf("open channel: %w", err)
 	}
 	m.mgmtCh = ch
-	if err := ch.ExchangeDeclare(ManagementExchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare exchange %s: %w", ManagementExchange, err)
+	if err := ch.ExchangeDeclare(amqpkit.ManagementExchange, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", amqpkit.ManagementExchange, err)
 	}
-	if err := ch.ExchangeDeclare(BroadcastExchange, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare exchange %s: %w", BroadcastExchange, err)
+	if err := ch.ExchangeDeclare(amqpkit.BroadcastExchange, amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", amqpkit.BroadcastExchange, err)
 	}
-	if _, err := ch.QueueDeclare(ManagementQueue, true, false, false, false, nil); err != nil {
-		return fmt.Errorf("declare queue %s: %w", ManagementQueue, err)
+	if _, err := ch.QueueDeclare(amqpkit.ManagementQueue, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare queue %s: %w", amqpkit.ManagementQueue, err)
 	}
-	if err := ch.QueueBind(ManagementQueue, "#", ManagementExchange, false, nil); err != nil {
-		return fmt.Errorf("bind queue %s: %w", ManagementQueue, err)
+	if err := ch.QueueBind(amqpkit.ManagementQueue, "#", amqpkit.ManagementExchange, false, nil); err != nil {
+		return fmt.Errorf("bind queue %s: %w", amqpkit.ManagementQueue, err)
 	}
 
 	rch, err := conn.Channel()
@@ -192,6 +176,7 @@ func (m *Manager) connect(ctx context.Context, dataURL string) error {
 		return fmt.Errorf("open channel: %w", err)
 	}
 	m.rpcCh = rch
+	m.calls = amqpkit.NewCalls(rch, Token, amqpkit.RPCQueue(Token))
 	if _, err := rch.QueueDeclare(Token+"-rpc", false, false, true, false, nil); err != nil {
 		var amqpErr *amqp.Error
 		if errors.As(err, &amqpErr) && amqpErr.Code == amqp.ResourceLocked {
@@ -211,7 +196,7 @@ func (m *Manager) connect(ctx context.Context, dataURL string) error {
 	if err != nil {
 		return fmt.Errorf("open data channel: %w", err)
 	}
-	for _, name := range []string{DataExchange, HistoryExchange} {
+	for _, name := range []string{amqpkit.DataExchange, amqpkit.HistoryExchange} {
 		if err := dch.ExchangeDeclare(name, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
 			return fmt.Errorf("declare exchange %s: %w", name, err)
 		}
@@ -228,9 +213,9 @@ func (m *Manager) connect(ctx context.Context, dataURL string) error {
 	if err := ch.Qos(32, 0, false); err != nil {
 		return fmt.Errorf("qos: %w", err)
 	}
-	requests, err := ch.Consume(ManagementQueue, "manager", false, false, false, false, nil)
+	requests, err := ch.Consume(amqpkit.ManagementQueue, "manager", false, false, false, false, nil)
 	if err != nil {
-		return fmt.Errorf("consume %s: %w", ManagementQueue, err)
+		return fmt.Errorf("consume %s: %w", amqpkit.ManagementQueue, err)
 	}
 	mgmtClosed := conn.NotifyClose(make(chan *amqp.Error, 1))
 	dataClosed := dataConn.NotifyClose(make(chan *amqp.Error, 1))
@@ -246,13 +231,15 @@ func (m *Manager) connect(ctx context.Context, dataURL string) error {
 		defer m.wg.Done()
 		for d := range replies {
 			_ = d.Ack(false)
-			m.resolve(d)
+			if !m.calls.Deliver(d) {
+				m.log.Debug("dropping reply with unknown correlation id", "correlation_id", d.CorrelationId, "from", d.AppId)
+			}
 		}
 	}()
 	go func() {
 		defer m.wg.Done()
 		for r := range returns {
-			m.returned(r)
+			m.calls.Return(r)
 		}
 	}()
 	go func() {
@@ -292,6 +279,9 @@ func (m *Manager) fail(err error) {
 	}
 	m.err = err
 	close(m.done)
+	if m.calls != nil {
+		m.calls.End(errors.New("manager stopped"))
+	}
 }
 
 // Done is closed when the manager has stopped: after Close, or when a
@@ -326,9 +316,6 @@ func (m *Manager) Close() error {
 		m.closeErr = m.closeConnections()
 		m.wg.Wait()
 		m.fail(nil)
-		m.pendMu.Lock()
-		m.pending = make(map[string]func(amqp.Delivery))
-		m.pendMu.Unlock()
 	})
 	return m.closeErr
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -118,7 +119,7 @@ func (c *client) send(routingKey string, body []byte, withReplyTo bool) string {
 	if withReplyTo {
 		p.ReplyTo = c.token + "-rpc"
 	}
-	if err := c.ch.Publish(ManagementExchange, routingKey, false, false, p); err != nil {
+	if err := c.ch.Publish(amqpkit.ManagementExchange, routingKey, false, false, p); err != nil {
 		c.t.Fatalf("publish: %v", err)
 	}
 	return id
@@ -146,7 +147,9 @@ func (c *client) wait(id string) amqp.Delivery {
 // call makes an RPC and returns the decoded reply body.
 func (c *client) call(function string, args map[string]any) map[string]any {
 	c.t.Helper()
-	body, err := requestBody(function, args)
+	request := map[string]any{"function": function}
+	maps.Copy(request, args)
+	body, err := json.Marshal(request)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -430,7 +433,7 @@ func TestMalformedRequestsAreDropped(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	q, err := c.ch.QueueDeclarePassive(ManagementQueue, true, false, false, false, nil)
+	q, err := c.ch.QueueDeclarePassive(amqpkit.ManagementQueue, true, false, false, false, nil)
 	if err != nil {
 		t.Fatalf("passive declare: %v", err)
 	}
@@ -554,21 +557,6 @@ func TestDataServerAddresses(t *testing.T) {
 	}
 	if _, err := libmetricq.DataURL("amqp://h/", ""); err == nil {
 		t.Error("empty dataServerAddress accepted")
-	}
-}
-
-func TestIsoFormat(t *testing.T) {
-	for _, tc := range []struct {
-		t    time.Time
-		want string
-	}{
-		{time.Date(2024, 5, 1, 12, 0, 0, 123456789, time.UTC), "2024-05-01T12:00:00.123456+00:00"},
-		{time.Date(2024, 5, 1, 12, 0, 0, 999, time.UTC), "2024-05-01T12:00:00+00:00"},
-		{time.Date(2024, 5, 1, 14, 0, 0, 1000, time.FixedZone("x", 7200)), "2024-05-01T12:00:00.000001+00:00"},
-	} {
-		if got := isoFormat(tc.t); got != tc.want {
-			t.Errorf("isoFormat(%v) = %q, want %q", tc.t, got, tc.want)
-		}
 	}
 }
 

@@ -10,19 +10,13 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 // isoNow is Python's datetime.now(timezone.utc).isoformat(): microseconds,
 // "+00:00", and no fraction when the microseconds are zero.
-func isoNow() string { return isoFormat(time.Now()) }
-
-func isoFormat(t time.Time) string {
-	t = t.UTC()
-	if t.Nanosecond()/1000 == 0 {
-		return t.Format("2006-01-02T15:04:05+00:00")
-	}
-	return t.Format("2006-01-02T15:04:05.000000+00:00")
-}
+func isoNow() string { return amqpkit.ISOTime(time.Now()) }
 
 // mergeMetadata applies one declared metadata object to a metric's stored
 // document (nil when new) with the manager's rules, and returns the new

@@ -2,20 +2,17 @@ package manager
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
@@ -49,20 +46,15 @@ type Subscription struct {
 	token     string
 	url       string
 	log       *slog.Logger
-	started   time.Time
 	dataQueue string
 	metadata  map[string]any
 
 	mgmt     *amqp.Connection
-	mgmtCh   *amqp.Channel
+	endpoint *amqpkit.Endpoint // its RPC queue: sink.subscribe out, discover in
 	data     *amqp.Connection
 	chunks   chan Chunk
 	stop     chan struct{}
 	wg       sync.WaitGroup
-	pendMu   sync.Mutex
-	pending  map[string]chan amqp.Delivery
-	corrPre  string
-	corrSeq  atomic.Uint64
 	errMu    sync.Mutex
 	err      error
 	closing  atomic.Bool
@@ -103,17 +95,15 @@ func SubscribeWith(ctx context.Context, url, token string, metrics []string, opt
 	if buffer <= 0 {
 		buffer = 64
 	}
-	var random [6]byte
-	_, _ = rand.Read(random[:])
 	s := &Subscription{
-		token:   token,
-		url:     url,
-		log:     log,
-		started: time.Now(),
-		chunks:  make(chan Chunk, buffer),
-		stop:    make(chan struct{}),
-		pending: make(map[string]chan amqp.Delivery),
-		corrPre: "metricq-rpc-" + token + "-" + hex.EncodeToString(random[:]) + "-",
+		token:  token,
+		url:    url,
+		log:    log,
+		chunks: make(chan Chunk, buffer),
+		stop:   make(chan struct{}),
+		endpoint: amqpkit.NewEndpoint(token, map[string]amqpkit.Handler{
+			"discover": amqpkit.Discover(time.Now(), libmetricq.VersionString, ""),
+		}, log),
 	}
 	if err := s.connect(ctx, metrics, opts); err != nil {
 		s.Close()
@@ -128,55 +118,9 @@ func (s *Subscription) connect(ctx context.Context, metrics []string, opts Subsc
 		return err
 	}
 	s.mgmt = conn
-	for _, name := range []string{ManagementExchange, BroadcastExchange} {
-		ch, err := conn.Channel()
-		if err != nil {
-			return fmt.Errorf("open channel: %w", err)
-		}
-		if err := ch.ExchangeDeclarePassive(name, amqp.ExchangeTopic, true, false, false, false, nil); err != nil {
-			var amqpErr *amqp.Error
-			if errors.As(err, &amqpErr) && amqpErr.Code == amqp.NotFound {
-				return fmt.Errorf("exchange %s does not exist: is a MetricQ manager running on this vhost?", name)
-			}
-			return fmt.Errorf("check exchange %s: %w", name, err)
-		}
-		_ = ch.Close()
+	if err := s.endpoint.Open(conn); err != nil {
+		return err
 	}
-	ch, err := conn.Channel()
-	if err != nil {
-		return fmt.Errorf("open channel: %w", err)
-	}
-	s.mgmtCh = ch
-	queue := s.token + "-rpc"
-	if _, err := ch.QueueDeclare(queue, false, false, true, false, nil); err != nil {
-		var amqpErr *amqp.Error
-		if errors.As(err, &amqpErr) && amqpErr.Code == amqp.ResourceLocked {
-			return fmt.Errorf("queue %s is held by another connection: is a client with token %q running already?", queue, s.token)
-		}
-		return fmt.Errorf("declare queue %s: %w", queue, err)
-	}
-	if err := ch.QueueBind(queue, "#", BroadcastExchange, false, nil); err != nil {
-		return fmt.Errorf("bind %s: %w", queue, err)
-	}
-	returns := ch.NotifyReturn(make(chan amqp.Return, 4))
-	deliveries, err := ch.Consume(queue, "", false, true, false, false, nil)
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", queue, err)
-	}
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		for d := range deliveries {
-			_ = d.Ack(false)
-			s.dispatch(d)
-		}
-	}()
-	go func() {
-		defer s.wg.Done()
-		for r := range returns {
-			s.resolve(amqp.Delivery{Type: "returned", CorrelationId: r.CorrelationId})
-		}
-	}()
 
 	args := map[string]any{"metrics": metrics, "metadata": true}
 	if metrics == nil {
@@ -185,7 +129,7 @@ func (s *Subscription) connect(ctx context.Context, metrics []string, opts Subsc
 	if opts.Expires > 0 {
 		args["expires"] = int64(opts.Expires.Round(time.Second) / time.Second)
 	}
-	reply, err := s.rpc(ctx, "sink.subscribe", args)
+	reply, err := s.endpoint.Call(ctx, "sink.subscribe", args)
 	if err != nil {
 		return err
 	}
@@ -320,113 +264,10 @@ func (s *Subscription) Close() error {
 				}
 			}
 		}
+		s.endpoint.End(errors.New("subscription closed"))
 		s.wg.Wait()
+		s.endpoint.Wait()
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr
-}
-
-func (s *Subscription) resolve(d amqp.Delivery) bool {
-	s.pendMu.Lock()
-	c, ok := s.pending[d.CorrelationId]
-	delete(s.pending, d.CorrelationId)
-	s.pendMu.Unlock()
-	if ok {
-		c <- d
-	}
-	return ok
-}
-
-// rpc sends a management RPC and waits for its reply.
-func (s *Subscription) rpc(ctx context.Context, function string, args map[string]any) (map[string]json.RawMessage, error) {
-	body, err := requestBody(function, args)
-	if err != nil {
-		return nil, fmt.Errorf("rpc %s: %w", function, err)
-	}
-	id := s.corrPre + strconv.FormatUint(s.corrSeq.Add(1), 10)
-	got := make(chan amqp.Delivery, 1)
-	s.pendMu.Lock()
-	s.pending[id] = got
-	s.pendMu.Unlock()
-	defer func() {
-		s.pendMu.Lock()
-		delete(s.pending, id)
-		s.pendMu.Unlock()
-	}()
-	err = s.mgmtCh.PublishWithContext(ctx, ManagementExchange, function, true, false, amqp.Publishing{
-		ContentType:   "application/json",
-		CorrelationId: id,
-		ReplyTo:       s.token + "-rpc",
-		AppId:         s.token,
-		DeliveryMode:  amqp.Transient,
-		Body:          body,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("rpc %s: publish: %w", function, err)
-	}
-	select {
-	case d := <-got:
-		if d.Type == "returned" {
-			return nil, fmt.Errorf("rpc %s: unroutable: no MetricQ manager is consuming %s", function, ManagementExchange)
-		}
-		var reply map[string]json.RawMessage
-		if err := json.Unmarshal(d.Body, &reply); err != nil || reply == nil {
-			return nil, fmt.Errorf("rpc %s: reply is not a JSON object", function)
-		}
-		if raw, ok := reply["error"]; ok {
-			var text string
-			if json.Unmarshal(raw, &text) != nil {
-				text = string(raw)
-			}
-			return nil, fmt.Errorf("rpc %s: manager replied with an error: %s", function, text)
-		}
-		return reply, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("rpc %s: no reply from the manager: %w", function, ctx.Err())
-	}
-}
-
-// dispatch handles a message on "<token>-rpc": a reply to one of our calls,
-// or a request (discover is answered; anything else gets the reference's
-// error reply).
-func (s *Subscription) dispatch(d amqp.Delivery) {
-	if d.CorrelationId != "" && s.resolve(d) {
-		return
-	}
-	var body map[string]any
-	if err := json.Unmarshal(d.Body, &body); err != nil || body == nil {
-		s.log.Warn("dropping unreadable message on the RPC queue", "bytes", len(d.Body), "from", d.AppId)
-		return
-	}
-	function, ok := body["function"].(string)
-	if !ok || d.ReplyTo == "" {
-		return
-	}
-	var result any
-	switch function {
-	case "discover":
-		now := time.Now()
-		host, _ := os.Hostname()
-		result = map[string]any{
-			"alive":          true,
-			"currentTime":    isoFormat(now),
-			"startingTime":   isoFormat(s.started),
-			"uptime":         now.Sub(s.started).Nanoseconds(),
-			"metricqVersion": libmetricq.VersionString,
-			"hostname":       host,
-		}
-	default:
-		result = map[string]any{"error": fmt.Sprintf("'Missing rpc handler for %s'", function)}
-	}
-	reply, _ := json.Marshal(result)
-	err := s.mgmtCh.Publish("", d.ReplyTo, false, false, amqp.Publishing{
-		ContentType:   "application/json",
-		CorrelationId: d.CorrelationId,
-		AppId:         s.token,
-		DeliveryMode:  amqp.Transient,
-		Body:          reply,
-	})
-	if err != nil {
-		s.log.Debug("could not send RPC reply", "to", d.ReplyTo, "error", err)
-	}
 }

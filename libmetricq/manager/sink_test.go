@@ -11,6 +11,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
 )
@@ -54,7 +55,7 @@ func (p *publisher) publish(exchange, key string, msg amqp.Publishing) {
 
 func (p *publisher) chunk(metric string, points []libmetricq.Point) {
 	p.t.Helper()
-	p.publish(DataExchange, metric, amqp.Publishing{Body: libmetricq.EncodeDataChunk(points)})
+	p.publish(amqpkit.DataExchange, metric, amqp.Publishing{Body: libmetricq.EncodeDataChunk(points)})
 }
 
 func receive(t *testing.T, sub *Subscription) Chunk {
@@ -103,7 +104,7 @@ func TestSubscribeReceivesChunks(t *testing.T) {
 	want := []libmetricq.Point{{Time: t0, Value: 1}, {Time: t0 + 100_000_000, Value: 2.5}, {Time: t0 + 200_000_000, Value: math.Inf(-1)}}
 	pub.chunk(metric, want)
 	// A message that is not a DataChunk is dropped, the next one arrives.
-	pub.publish(DataExchange, metric, amqp.Publishing{Body: []byte{0x0a, 0xff}})
+	pub.publish(amqpkit.DataExchange, metric, amqp.Publishing{Body: []byte{0x0a, 0xff}})
 	pub.chunk(metric, want[:1])
 
 	got := receive(t, sub)

@@ -32,6 +32,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/libmetricq/manager"
 )
@@ -373,7 +374,7 @@ func declareSinkQueue(rawURL, queue string) error {
 	if _, err := ch.QueueDeclare(queue, true, false, false, false, amqp.Table{"x-queue-type": "quorum"}); err != nil {
 		return err
 	}
-	return ch.QueueBind(queue, "soak.#", manager.DataExchange, false, nil)
+	return ch.QueueBind(queue, "soak.#", amqpkit.DataExchange, false, nil)
 }
 
 func deleteQueue(rawURL, queue string) {

@@ -12,6 +12,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/libmetricq/manager"
@@ -85,7 +86,7 @@ func runTailWithData(t *testing.T, args []string, metric string, points []libmet
 	}
 	for _, p := range points {
 		body := libmetricq.EncodeDataChunk([]libmetricq.Point{p})
-		if err := ch.Publish(manager.DataExchange, metric, false, false, amqp.Publishing{Body: body}); err != nil {
+		if err := ch.Publish(amqpkit.DataExchange, metric, false, false, amqp.Publishing{Body: body}); err != nil {
 			t.Fatal(err)
 		}
 	}

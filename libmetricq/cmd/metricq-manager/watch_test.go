@@ -20,6 +20,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/libmetricq/manager"
@@ -441,7 +442,7 @@ func TestTailHTTP(t *testing.T) {
 	publish := func(n int) {
 		for i := range n {
 			body := libmetricq.EncodeDataChunk([]libmetricq.Point{{Time: libmetricq.Now(), Value: float64(i)}})
-			if err := ch.Publish(manager.DataExchange, "tailhttp.x", false, false, amqp.Publishing{Body: body}); err != nil {
+			if err := ch.Publish(amqpkit.DataExchange, "tailhttp.x", false, false, amqp.Publishing{Body: body}); err != nil {
 				t.Fatal(err)
 			}
 		}

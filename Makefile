@@ -126,4 +126,4 @@ demo:
 # The demo for a few seconds and the browser view in headless Chromium (also
 # part of test-go); the screenshot lands in build/test-artifacts/watch.png.
 test-demo: | ensure-broker ensure-chromium
-	scripts/with-vhost.sh $(GO) test -race -count=1 -run 'TestDemo|TestWatchBrowser' ./libmetricq/cmd/metricq-manager
+	scripts/with-vhost.sh $(GO) test -race -count=1 -run 'TestDemo|TestWatchBrowser' ./cmd/metricq-manager

@@ -7,7 +7,7 @@ import (
 
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/libmetricq/manager"
+	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // Both connections negotiate the heartbeat asked for: the default, the

@@ -13,7 +13,7 @@ import (
 
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/libmetricq/manager"
+	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 const waitLimit = 20 * time.Second

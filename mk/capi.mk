@@ -31,7 +31,7 @@ CAPI_SONAME := libmetricq.so.$(CAPI_MAJOR)
 CAPI_BUILD := build
 CAPI_LIB := $(CAPI_BUILD)/lib/$(CAPI_REAL)
 CAPI_MAP := $(CURDIR)/libmetricq/capi/libmetricq.map
-CAPI_SOURCES := $(shell find libmetricq -name '*.go' ! -name '*_test.go' ! -path '*/cmd/*' ! -path '*/manager/*') \
+CAPI_SOURCES := $(shell find libmetricq internal/amqpkit -name '*.go' ! -name '*_test.go') \
 	$(wildcard libmetricq/capi/*.c libmetricq/capi/*.h) include/metricq.h $(CAPI_MAP) go.mod go.sum
 CAPI_CFLAGS ?= -std=c11 -O2 -g -Wall -Wextra -Werror -pthread
 CAPI_EXAMPLES := $(patsubst examples/c/%.c,$(CAPI_BUILD)/examples/c/%,$(wildcard examples/c/*.c))

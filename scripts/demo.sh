@@ -183,7 +183,7 @@ mkdir -p "$BIN" "$LOGS"
 rm -rf "$REPORTS" "$DIR/ready" "$LOGS"/*.log
 mkdir -p "$REPORTS"
 say "building"
-go build -o "$MANAGER" ./libmetricq/cmd/metricq-manager
+go build -o "$MANAGER" ./cmd/metricq-manager
 declare -A built=()
 for i in "${selected[@]}"; do
 	b=${builds[i]}

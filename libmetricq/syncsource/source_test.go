@@ -13,7 +13,7 @@ import (
 
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/libmetricq/manager"
+	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // env is a manager on the test vhost and a sink subscribed to everything.

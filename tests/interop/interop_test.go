@@ -2,7 +2,7 @@
 // the Python package metricq (5.4.0), run from METRICQ_PYTHON: a Python Sink
 // receives what a Go Source sends, a Python Source is read by the Go tail
 // command and sink, and a Python client calls the Go source's RPCs. All of
-// them meet at the local manager (libmetricq/manager) on the test vhost.
+// them meet at the local manager (internal/manager) on the test vhost.
 //
 // Run: METRICQ_PYTHON=$PWD/.venv/bin/python scripts/with-vhost.sh go test ./tests/interop/...
 package interop
@@ -26,7 +26,7 @@ import (
 
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/libmetricq/manager"
+	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // testTimeout bounds each test's protocol exchange (not the one-off build of
@@ -421,7 +421,7 @@ func buildTail(t *testing.T, dir string) string {
 	bin := filepath.Join(dir, "metricq-manager")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, goCmd, "build", "-o", bin, "github.com/libmetricq/libmetricq/libmetricq/cmd/metricq-manager").CombinedOutput()
+	out, err := exec.CommandContext(ctx, goCmd, "build", "-o", bin, "github.com/libmetricq/libmetricq/cmd/metricq-manager").CombinedOutput()
 	if err != nil {
 		t.Fatalf("go build metricq-manager: %v\n%s", err, out)
 	}

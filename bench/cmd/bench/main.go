@@ -48,7 +48,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/libmetricq/libmetricq/libmetricq/manager"
+	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 type config struct {

@@ -1,5 +1,5 @@
 """Fixtures for the libmetricq Python tests: a real RabbitMQ vhost, a local
-MetricQ manager (libmetricq/cmd/metricq-manager) and `metricq-manager tail`
+MetricQ manager (cmd/metricq-manager) and `metricq-manager tail`
 as the sink that checks what arrived.
 
 Run them through scripts/with-vhost.sh, which sets METRICQ_TEST_URL:
@@ -160,9 +160,9 @@ class Manager:
 def manager_binary(tmp_path_factory):
     go = shutil.which("go")
     if go is None:
-        pytest.fail("go is not on PATH: needed to build libmetricq/cmd/metricq-manager")
+        pytest.fail("go is not on PATH: needed to build cmd/metricq-manager")
     out = tmp_path_factory.mktemp("bin") / "metricq-manager"
-    subprocess.run([go, "build", "-o", str(out), "./libmetricq/cmd/metricq-manager"], cwd=ROOT, check=True)
+    subprocess.run([go, "build", "-o", str(out), "./cmd/metricq-manager"], cwd=ROOT, check=True)
     return str(out)
 
 

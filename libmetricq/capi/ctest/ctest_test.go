@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/libmetricq/libmetricq/internal/testenv"
-	"github.com/libmetricq/libmetricq/libmetricq/manager"
+	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/tests/harness"
 )
 

@@ -23,7 +23,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/libmetricq/libmetricq/libmetricq/manager"
+	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 const defaultURL = "amqp://guest:guest@127.0.0.1:5672/"

@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/libmetricq/manager"
+	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 const watchUsage = `Usage: metricq-manager watch [flags] URL [METRIC...]

@@ -39,24 +39,34 @@ apt_update_once() {
 }
 
 # apt_install PKG...: install Debian packages non-interactively (root only).
-# Package maintainer scripts must not start services (there is no systemd in
-# containers/CI, and we start what we need ourselves), so a policy-rc.d that
-# denies every action (exit 101) is in place while installing, unless one
-# exists already; ours is removed afterwards, also on failure or Ctrl-C.
+# apt's output goes to a log file, shown when the install fails: the few
+# hundred lines of a successful install would bury what make test or the
+# demo says. Package maintainer scripts must not start services (there is no
+# systemd in containers/CI, and we start what we need ourselves), so a
+# policy-rc.d that denies every action (exit 101) is in place while
+# installing, unless one exists already; ours is removed afterwards, also on
+# failure or Ctrl-C.
 apt_install() {
 	need_root "installing $*" \
 		"apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $*"
-	apt_update_once || return 1
-	(
+	local out
+	out=$(mktemp "${TMPDIR:-/tmp}/libmetricq-apt.XXXXXX")
+	log "apt-get install -y $* (output: $out)"
+	if (
 		if [ ! -e /usr/sbin/policy-rc.d ]; then
 			trap 'rm -f /usr/sbin/policy-rc.d' EXIT
 			printf '#!/bin/sh\n# temporary, from libmetricq scripts/lib.sh\nexit 101\n' >/usr/sbin/policy-rc.d
 			chmod 755 /usr/sbin/policy-rc.d
 		fi
 		export DEBIAN_FRONTEND=noninteractive
-		log "apt-get install -y $*"
-		apt-get -o DPkg::Lock::Timeout=300 install -y -q "$@" && exit 0
+		apt_update_once && apt-get -o DPkg::Lock::Timeout=300 install -y -q "$@" && exit 0
 		# Maybe the package lists were stale (404s): refresh and retry once.
 		apt_update_once force && apt-get -o DPkg::Lock::Timeout=300 install -y -q "$@"
-	)
+	) >"$out" 2>&1; then
+		rm -f "$out"
+		return 0
+	fi
+	tail -n 25 "$out" >&2
+	log "error: apt-get install $* failed; its whole output: $out"
+	return 1
 }

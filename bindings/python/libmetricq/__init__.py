@@ -7,7 +7,8 @@
         source.send("example.temperature", libmetricq.Timestamp.now(), 21.5)
 
 The API follows ``metricq.SynchronousSource`` (plus ``send_batch`` and
-``flush``); times are int nanoseconds, :class:`Timestamp` or aware
+``flush``), and :class:`Source` and :class:`IntervalSource` are there to
+subclass as in ``metricq``, synchronously; times are int nanoseconds, :class:`Timestamp` or aware
 ``datetime`` objects. As in the reference, a failed send, declare, flush
 or stop is logged to the logger ``libmetricq`` and only :class:`TimeoutError`
 is raised; ``raise_errors=True`` makes every failure raise its
@@ -32,6 +33,7 @@ from .exceptions import (
     Timeout,
     UndeclaredMetric,
 )
+from .agent import IntervalSource, Source, rpc_handler
 from .source import SourceMetric, SynchronousSource
 from .timeseries import Timedelta, Timestamp
 
@@ -42,6 +44,9 @@ LIBRARY_PATH = _lib.LIBRARY_PATH
 
 __all__ = [
     "SynchronousSource",
+    "Source",
+    "IntervalSource",
+    "rpc_handler",
     "SourceMetric",
     "Timestamp",
     "Timedelta",

@@ -37,6 +37,9 @@ if not BUNDLED.exists() and not os.environ.get("LIBMETRICQ_PATH"):
 # Token of the source the manager has a configuration for (see manager()).
 CONFIGURED_TOKEN = "source-pytest-configured"
 CONFIGURED = {"period": 0.25, "metrics": ["pytest.configured.a", "pytest.configured.b"], "nested": {"x": [1, 2.5, "s"]}}
+# Token of examples/python/my_source.py in the tests, and its configuration.
+MY_SOURCE_TOKEN = "source-pytest-my-source"
+MY_SOURCE_CONFIG = {"rate": 20}
 
 
 def pytest_configure(config):
@@ -108,13 +111,14 @@ def url():
 class Manager:
     """A metricq-manager process; its stderr lines are kept for wait_log."""
 
-    def __init__(self, binary, url, config_file):
+    def __init__(self, binary, url, config_file, metadata_file):
         self.binary = binary
         self.url = url
+        self.metadata_file = metadata_file
         self.lines = []
         self._cond = threading.Condition()
         self.proc = subprocess.Popen(
-            [binary, "-config", str(config_file), url],
+            [binary, "-config", str(config_file), "-metadata", str(metadata_file), url],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -147,6 +151,14 @@ class Manager:
                     raise TimeoutError("metricq-manager did not log the line awaited:\n" + "\n".join(self.lines))
                 self._cond.wait(min(left, 0.5))
 
+    def metadata(self):
+        """The metadata of every metric declared so far (the manager's
+        -metadata file, rewritten after each declare)."""
+        try:
+            return json.loads(self.metadata_file.read_text())
+        except FileNotFoundError:
+            return {}
+
     def stop(self):
         self.proc.terminate()
         try:
@@ -168,9 +180,10 @@ def manager_binary(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def manager(url, manager_binary, tmp_path_factory):
-    config_file = tmp_path_factory.mktemp("manager") / "config.json"
-    config_file.write_text(json.dumps({CONFIGURED_TOKEN: CONFIGURED}))
-    m = Manager(manager_binary, url, config_file)
+    directory = tmp_path_factory.mktemp("manager")
+    config_file = directory / "config.json"
+    config_file.write_text(json.dumps({CONFIGURED_TOKEN: CONFIGURED, MY_SOURCE_TOKEN: MY_SOURCE_CONFIG}))
+    m = Manager(manager_binary, url, config_file, directory / "metadata.json")
     try:
         m.wait_log(lambda line: "MetricQ manager running" in line, timeout=30)
         yield m

@@ -449,6 +449,21 @@ func (s *stream) finish(t testing.TB) (map[string][]libmetricq.Point, int) {
 	return s.accepted, total
 }
 
+// deliveredOnce ends the stream, flushes the source and checks that the
+// sink got every accepted point once and in order, whole republished chunks
+// aside. It returns the points accepted and the chunks that arrived twice.
+func deliveredOnce(t testing.TB, st *stream, src *libmetricq.Source, sink *durableSink, rep *republished) (total, repeats int) {
+	t.Helper()
+	want, total := st.finish(t)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
+	defer cancel()
+	if err := src.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sink.waitFor(t, want, waitLimit)
+	return total, sink.verify(t, want, rep)
+}
+
 func (s *stream) acceptedCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

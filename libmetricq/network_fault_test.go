@@ -86,17 +86,14 @@ func runNetworkFault(t *testing.T, f networkFault) {
 	if recovered > f.recover {
 		t.Fatalf("recovered %v after the detection (or the repair), want within %v", recovered, f.recover)
 	}
-	t.Logf("measured: heartbeat %v: noticed after %v, recovered %v later", f.heartbeat, detected.Round(10*time.Millisecond), recovered.Round(10*time.Millisecond))
+	heartbeat := f.heartbeat
+	if heartbeat == 0 {
+		heartbeat = libmetricq.DefaultHeartbeat
+	}
+	t.Logf("measured: heartbeat %v: noticed after %v, recovered %v later", heartbeat, detected.Round(10*time.Millisecond), recovered.Round(10*time.Millisecond))
 
 	st.flowing(t, 200*max(f.batch, 1))
-	want, total := st.finish(t)
-	flushCtx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := src.Flush(flushCtx); err != nil {
-		t.Fatal(err)
-	}
-	sink.waitFor(t, want, waitLimit)
-	repeats := sink.verify(t, want, &rep)
+	total, repeats := deliveredOnce(t, st, src, sink, &rep)
 	stats := src.Stats()
 	if stats.PointsAccepted != uint64(total) || stats.PointsConfirmed != uint64(total) || stats.PointsDropped != 0 {
 		t.Fatalf("stats %+v, %d accepted", stats, total)

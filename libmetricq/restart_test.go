@@ -79,14 +79,8 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 	waitUntil(t, 15*time.Second, "the buffer to drain", func() bool { return src.Stats().BufferedPoints < bound/2 })
 	t.Logf("measured: memory alarm: publishing again %v after the alarm was cleared", time.Since(cleared).Round(10*time.Millisecond))
 	st.flowing(t, 200)
-	want, total := st.finish(t)
-	flushCtx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := src.Flush(flushCtx); err != nil {
-		t.Fatal(err)
-	}
-	sink.waitFor(t, want, waitLimit)
-	if repeats := sink.verify(t, want, &rep); repeats != 0 {
+	total, repeats := deliveredOnce(t, st, src, sink, &rep)
+	if repeats != 0 {
 		t.Fatalf("%d chunks arrived twice", repeats)
 	}
 	stats := src.Stats()
@@ -162,14 +156,7 @@ func TestBrokerRestart(t *testing.T) {
 		}
 	}
 	st.flowing(t, 200)
-	want, total := st.finish(t)
-	flushCtx, cancel := context.WithTimeout(context.Background(), waitLimit)
-	defer cancel()
-	if err := src.Flush(flushCtx); err != nil {
-		t.Fatal(err)
-	}
-	sink.waitFor(t, want, waitLimit)
-	repeats := sink.verify(t, want, &rep)
+	total, repeats := deliveredOnce(t, st, src, sink, &rep)
 	stats := src.Stats()
 	if stats.PointsConfirmed != uint64(total) || stats.PointsDropped != 0 || stats.Reconnects < 1 || stats.ManagementReconnects < 1 {
 		t.Fatalf("stats %+v, %d accepted", stats, total)

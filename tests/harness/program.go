@@ -331,8 +331,8 @@ func (e *Env) RunProgram(t *testing.T, timeout time.Duration, prefix string, env
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	proxy := StartProxy(t, e.URL)
-	cmd.Env = append(append(os.Environ(), testenv.EnvURL+"="+e.URL, "METRICQ_TEST_PROXY_URL="+proxy.URL, "METRICQ_LOG=warn"), env...)
+	proxy, proxyURL := testenv.NewFaultProxy(t, e.URL)
+	cmd.Env = append(append(os.Environ(), testenv.EnvURL+"="+e.URL, "METRICQ_TEST_PROXY_URL="+proxyURL, "METRICQ_LOG=warn"), env...)
 	logw := &LogWriter{T: t, Name: filepath.Base(name)}
 	defer logw.Flush()
 	cmd.Stderr = logw
@@ -365,7 +365,7 @@ func (e *Env) RunProgram(t *testing.T, timeout time.Duration, prefix string, env
 		case strings.HasPrefix(request, "config "):
 			answer(t, stdin, e.pushConfig(request))
 		case request == "cut":
-			proxy.Cut()
+			proxy.SetUnreachable(true)
 			answer(t, stdin, "ok")
 		case strings.HasPrefix(request, "discover "):
 			answer(t, stdin, e.discover(strings.TrimPrefix(request, "discover ")))

@@ -23,19 +23,8 @@ func callsOnBroker(t *testing.T) (*amqp.Connection, *Calls) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { Close(conn) })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	replies, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	calls := NewCalls(ch, "amqpkit-test", q.Name)
+	ch, queue, replies := consumeNewQueue(t, conn)
+	calls := NewCalls(ch, "amqpkit-test", queue)
 	returns := ch.NotifyReturn(make(chan amqp.Return, 4))
 	go func() {
 		for d := range replies {
@@ -50,9 +39,9 @@ func callsOnBroker(t *testing.T) (*amqp.Connection, *Calls) {
 	return conn, calls
 }
 
-// serveEcho answers every request on a new queue with its own body plus
-// "from": name, or with {"error": …} when the request has "fail".
-func serveEcho(t *testing.T, conn *amqp.Connection, name string) string {
+// consumeNewQueue declares a server-named queue on a new channel and
+// consumes it, acknowledging automatically.
+func consumeNewQueue(t *testing.T, conn *amqp.Connection) (*amqp.Channel, string, <-chan amqp.Delivery) {
 	t.Helper()
 	ch, err := conn.Channel()
 	if err != nil {
@@ -62,10 +51,18 @@ func serveEcho(t *testing.T, conn *amqp.Connection, name string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	requests, err := ch.Consume(q.Name, "", true, true, false, false, nil)
+	deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return ch, q.Name, deliveries
+}
+
+// serveEcho answers every request on a new queue with its own body plus
+// "from": name, or with {"error": …} when the request has "fail".
+func serveEcho(t *testing.T, conn *amqp.Connection, name string) string {
+	t.Helper()
+	ch, queue, requests := consumeNewQueue(t, conn)
 	go func() {
 		for d := range requests {
 			var body map[string]any
@@ -78,7 +75,7 @@ func serveEcho(t *testing.T, conn *amqp.Connection, name string) string {
 			_ = ch.Publish("", d.ReplyTo, false, false, amqp.Publishing{CorrelationId: d.CorrelationId, AppId: name, Body: out})
 		}
 	}()
-	return q.Name
+	return queue
 }
 
 func TestCallsMatchRepliesByCorrelationID(t *testing.T) {
@@ -139,14 +136,11 @@ func TestCallsGatherAndEnd(t *testing.T) {
 	}
 
 	// A call nobody answers fails with the reason End gives, at once.
-	silent, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, silent, _ := consumeNewQueue(t, conn)
 	ended := errors.New("ended by the test")
 	result := make(chan error, 1)
 	go func() {
-		_, err := calls.Call(ctx, "", silent.Name, "ping", nil)
+		_, err := calls.Call(ctx, "", silent, "ping", nil)
 		result <- err
 	}()
 	// Ends the call whether it is waiting already or not sent yet.
@@ -154,7 +148,7 @@ func TestCallsGatherAndEnd(t *testing.T) {
 	if err := <-result; !errors.Is(err, ended) {
 		t.Errorf("call across End: %v, want %v", err, ended)
 	}
-	if _, err := calls.Call(ctx, "", silent.Name, "ping", nil); !errors.Is(err, ended) {
+	if _, err := calls.Call(ctx, "", silent, "ping", nil); !errors.Is(err, ended) {
 		t.Errorf("call after End: %v, want %v", err, ended)
 	}
 }

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // Fault tests against the real broker. A sink with a durable quorum queue

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // Network faults injected by a proxy between the source and the broker

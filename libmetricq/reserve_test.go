@@ -5,9 +5,9 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // The API for layers that hold points in front of Send (the C library's

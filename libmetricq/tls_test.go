@@ -19,9 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // TLS against the broker's TLS listener on 127.0.0.1:5671, whose CA,

@@ -13,9 +13,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/libmetricq/libmetricq/internal/amqpkit"
+	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // signalHandler passes log records on and reports the tokens of sinks that

@@ -18,8 +18,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/internal/manager"
+	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
 const watchUsage = `Usage: metricq-manager watch [flags] URL [METRIC...]

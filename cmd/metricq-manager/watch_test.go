@@ -21,9 +21,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/libmetricq/libmetricq/internal/amqpkit"
+	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 func TestTopicMatch(t *testing.T) {

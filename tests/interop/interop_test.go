@@ -24,9 +24,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
-	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // testTimeout bounds each test's protocol exchange (not the one-off build of

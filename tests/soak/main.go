@@ -33,8 +33,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/libmetricq/libmetricq/internal/amqpkit"
-	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/internal/manager"
+	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
 func main() {

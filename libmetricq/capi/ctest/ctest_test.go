@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/internal/manager"
+	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/tests/harness"
 )
 

@@ -24,7 +24,7 @@ type Point struct {
 // the deltas are computed when it is encoded. Once sealed it never changes:
 // a republished chunk is byte for byte the chunk published before.
 type chunk struct {
-	metric string
+	name   string // the metric's
 	times  []int64
 	values []float64
 	seq    uint64 // position in the publisher's queue order
@@ -38,9 +38,9 @@ const maxPooledCapacity = 1 << 16
 
 var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 
-func newChunk(metric string, capacity int) *chunk {
+func newChunk(name string, capacity int) *chunk {
 	c := chunkPool.Get().(*chunk)
-	c.metric = metric
+	c.name = name
 	if capacity > maxPooledCapacity {
 		capacity = maxPooledCapacity
 	}
@@ -55,7 +55,7 @@ func recycleChunk(c *chunk) {
 	if cap(c.times) > maxPooledCapacity {
 		return
 	}
-	c.times, c.values, c.metric, c.seq, c.tag, c.again = c.times[:0], c.values[:0], "", 0, 0, false
+	c.times, c.values, c.name, c.seq, c.tag, c.again = c.times[:0], c.values[:0], "", 0, 0, false
 	chunkPool.Put(c)
 }
 

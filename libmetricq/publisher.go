@@ -289,7 +289,7 @@ func (p *publisher) run(s *session) {
 		s.published++
 		c.tag = s.published
 		p.inflight = append(p.inflight, c)
-		metric, tag, again := c.metric, c.tag, c.again
+		metric, tag, again := c.name, c.tag, c.again
 		p.mu.Unlock()
 		// c may be confirmed and recycled as soon as Publish has sent it:
 		// encode it and read what the stats need first. Nothing else
@@ -370,7 +370,7 @@ func (p *publisher) endSession(s *session) {
 		p.stats.chunksRepublished.Add(uint64(len(requeued)))
 		if p.onRepublish != nil {
 			for _, c := range requeued {
-				p.onRepublish(c.metric, c.times, c.values)
+				p.onRepublish(c.name, c.times, c.values)
 			}
 		}
 		p.log.Info("unconfirmed chunks will be published again", "chunks", len(requeued))

@@ -20,25 +20,43 @@ type UpdateFunc func(ctx context.Context, s *IntervalSource) error
 // except ErrPublish, which is logged and ridden out.
 type IntervalSource struct {
 	*Source
-	period atomic.Int64 // ns; 0 until set
-	update UpdateFunc
-	clock  clock
+	period   atomic.Int64 // ns; 0 until set
+	update   atomic.Pointer[UpdateFunc]
+	attached chan struct{} // closed when update is set
+	clock    clock
 }
 
 // NewIntervalSource prepares an IntervalSource. Set the period before the
 // first update ends, with SetPeriod (typically in the config handler).
+// update may be nil: the schedule then starts, and its grid is anchored,
+// when Attach gives one (a layer whose update function comes after
+// connecting uses that).
 func NewIntervalSource(url, token string, update UpdateFunc, opts ...Option) (*IntervalSource, error) {
-	if update == nil {
-		return nil, fmt.Errorf("%w: nil update function", ErrInvalid)
-	}
-	s := &IntervalSource{update: update, clock: wallClock{}}
+	s := &IntervalSource{attached: make(chan struct{}), clock: wallClock{}}
 	task := func(ctx context.Context, _ *Source) error { return s.run(ctx) }
 	src, err := NewSource(url, token, append(opts, WithTask(task))...)
 	if err != nil {
 		return nil, err
 	}
 	s.Source = src
+	if update != nil {
+		_ = s.Attach(update)
+	}
 	return s, nil
+}
+
+// Attach sets the update function of a source made without one and starts
+// the schedule (at once if connected, else when Connect succeeds). It can
+// be set once.
+func (s *IntervalSource) Attach(update UpdateFunc) error {
+	if update == nil {
+		return fmt.Errorf("%w: nil update function", ErrInvalid)
+	}
+	if !s.update.CompareAndSwap(nil, &update) {
+		return fmt.Errorf("%w: the update function is attached already", ErrInvalid)
+	}
+	close(s.attached)
+	return nil
 }
 
 // SetPeriod sets the time between updates. A period cannot be unset: zero
@@ -55,7 +73,13 @@ func (s *IntervalSource) SetPeriod(d Timedelta) error {
 func (s *IntervalSource) Period() Timedelta { return Timedelta(s.period.Load()) }
 
 func (s *IntervalSource) run(ctx context.Context) error {
-	return runSchedule(ctx, s.clock, s.Period, func(ctx context.Context) error { return s.update(ctx, s) }, s.log)
+	select {
+	case <-s.attached:
+	case <-ctx.Done():
+		return nil
+	}
+	update := *s.update.Load()
+	return runSchedule(ctx, s.clock, s.Period, func(ctx context.Context) error { return update(ctx, s) }, s.log)
 }
 
 // clock is wall-clock time, as in the reference, so tests can replace it.

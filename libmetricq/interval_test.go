@@ -166,7 +166,14 @@ func TestIntervalSourcePeriodCannotBeUnset(t *testing.T) {
 			t.Fatalf("SetPeriod(%d) = %v, period now %v", bad, err, s.Period())
 		}
 	}
-	if _, err := NewIntervalSource("amqp://127.0.0.1/", "source-test", nil); !errors.Is(err, ErrInvalid) {
+	if err := s.Attach(func(context.Context, *IntervalSource) error { return nil }); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("second update function: %v", err)
+	}
+	later, err := NewIntervalSource("amqp://127.0.0.1/", "source-test", nil)
+	if err != nil {
+		t.Fatalf("no update function yet: %v", err)
+	}
+	if err := later.Attach(nil); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("nil update: %v", err)
 	}
 }

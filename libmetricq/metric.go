@@ -118,9 +118,11 @@ func (m *metric) openChunk() *chunk {
 
 // seal hands the open chunk to the publisher; mu is held. Taking the
 // buffer out under the lock is what keeps concurrent flushes from
-// publishing overlapping chunks, and a metric's chunks in order.
+// publishing overlapping chunks, and a metric's chunks in order. Without a
+// publisher (not connected, or a failed connect being undone) the points
+// stay.
 func (m *metric) seal(out *publisher) {
-	if m.open == nil || len(m.open.times) == 0 {
+	if m.open == nil || len(m.open.times) == 0 || out == nil {
 		return
 	}
 	out.enqueue(m.open)

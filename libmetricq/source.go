@@ -26,7 +26,8 @@ type Metadata map[string]any
 type Source struct {
 	url   string
 	token string
-	opts  options
+	given options // as given, to which Configure adds
+	opts  options // as given, checked and completed
 	log   *slog.Logger
 
 	mgmtMu     sync.Mutex
@@ -54,9 +55,14 @@ type Source struct {
 	config   []byte // JSON of the latest configuration
 
 	startTime Timestamp
-	connected atomic.Bool
-	stopping  atomic.Bool // no new declarations or tasks
-	stopped   atomic.Bool // no new points; checked under each metric's lock
+
+	// lifeMu guards the connect attempts and what a successful one starts
+	// (phase, attempt, taskCancel, taskDone).
+	lifeMu   sync.Mutex
+	phase    phase
+	attempt  *connectAttempt // the attempt in progress, nil otherwise
+	stopping atomic.Bool     // no new declarations or tasks
+	stopped  atomic.Bool     // no new points; checked under each metric's lock
 
 	stopCh     chan struct{}   // closed when Stop begins
 	stopCtx    context.Context // cancelled when Stop begins
@@ -90,38 +96,18 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 	if err := validateToken(token); err != nil {
 		return nil, err
 	}
-	uri, err := amqpkit.ParseURL(url)
+	if _, err := amqpkit.ParseURL(url); err != nil {
+		return nil, err
+	}
+	given := options{chunkSize: 1, maxBuffered: DefaultMaxBufferedPoints, rpcTimeout: DefaultRPCTimeout, reconnectTimeout: DefaultReconnectTimeout}
+	o, err := completeOptions(url, &given, opts)
 	if err != nil {
 		return nil, err
-	}
-	o := options{chunkSize: 1, maxBuffered: DefaultMaxBufferedPoints, rpcTimeout: DefaultRPCTimeout, reconnectTimeout: DefaultReconnectTimeout}
-	for _, opt := range opts {
-		if opt == nil {
-			continue
-		}
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
-	}
-	if o.logger == nil {
-		o.logger = defaultLogger()
-	}
-	if o.heartbeat, err = heartbeatFor(url, o.heartbeat); err != nil {
-		return nil, err
-	}
-	if uri.Scheme == "amqps" {
-		// Read the CA and certificate files once now, so that a typo fails
-		// here rather than at the first connect; they are read again on
-		// every connect, which picks renewed certificates up.
-		if _, err := amqpkit.TLSConfig(url, o.tls); err != nil {
-			return nil, fmt.Errorf("%w: broker URL %s: %v", ErrInvalid, RedactURL(url), err)
-		}
-	} else if o.tls != nil {
-		return nil, fmt.Errorf("%w: WithTLSConfig needs an amqps:// URL, not %s", ErrInvalid, RedactURL(url))
 	}
 	s := &Source{
 		url:       url,
 		token:     token,
+		given:     given,
 		opts:      o,
 		log:       o.logger.With("token", token),
 		budget:    newPointBudget(o.maxBuffered),
@@ -141,11 +127,96 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 		s.log.Warn("TLS certificate and host name verification is OFF for this source: anyone on the path can read the password and the data")
 	}
 	s.defaultChunkSize.Store(int64(o.chunkSize))
-	s.handlers = map[string]amqpkit.Handler{
-		"discover": amqpkit.Discover(s.startTime.Time(), VersionString, o.clientVersion),
+	s.handlers = s.rpcHandlers()
+	return s, nil
+}
+
+// rpcHandlers serve the RPCs the manager sends, with the current options.
+func (s *Source) rpcHandlers() map[string]amqpkit.Handler {
+	return map[string]amqpkit.Handler{
+		"discover": amqpkit.Discover(s.startTime.Time(), VersionString, s.opts.clientVersion),
 		"config":   s.onConfigRPC,
 	}
-	return s, nil
+}
+
+// completeOptions applies opts to given (the options as the user gave
+// them) and returns them checked and completed (defaults filled in, the
+// heartbeat settled with the URL's).
+func completeOptions(url string, given *options, opts []Option) (options, error) {
+	for _, opt := range opts {
+		if opt == nil {
+			continue
+		}
+		if err := opt(given); err != nil {
+			return options{}, err
+		}
+	}
+	o := *given
+	if o.logger == nil {
+		o.logger = defaultLogger()
+	}
+	var err error
+	if o.heartbeat, err = heartbeatFor(url, o.heartbeat); err != nil {
+		return options{}, err
+	}
+	if o.chunkSize > o.maxBuffered {
+		return options{}, fmt.Errorf("%w: chunk size %d exceeds the buffer of %d points and could never fill", ErrInvalid, o.chunkSize, o.maxBuffered)
+	}
+	uri, err := amqpkit.ParseURL(url)
+	if err != nil {
+		return options{}, err
+	}
+	if uri.Scheme == "amqps" {
+		// Read the CA and certificate files once now, so that a typo fails
+		// here rather than at the first connect; they are read again on
+		// every connect, which picks renewed certificates up.
+		if _, err := amqpkit.TLSConfig(url, o.tls); err != nil {
+			return options{}, fmt.Errorf("%w: broker URL %s: %v", ErrInvalid, RedactURL(url), err)
+		}
+	} else if o.tls != nil {
+		return options{}, fmt.Errorf("%w: WithTLSConfig needs an amqps:// URL, not %s", ErrInvalid, RedactURL(url))
+	}
+	return o, nil
+}
+
+// Configure applies options before Connect, as if they had been given to
+// NewSource: a layer that learns its settings one by one (the C library's
+// setters) gives them to the one Source it made. Nothing is applied if
+// one is refused. After Connect (or while it runs) it fails with
+// ErrInvalid. WithChunkSize here is SetChunkSize.
+func (s *Source) Configure(opts ...Option) error {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	switch {
+	case s.stopping.Load():
+		return s.stoppedErr()
+	case s.phase != phaseIdle:
+		return fmt.Errorf("%w: source %q: settings can only be changed before connecting", ErrInvalid, s.token)
+	}
+	given := s.given
+	given.chunkSize = int(s.defaultChunkSize.Load())
+	o, err := completeOptions(s.url, &given, opts)
+	if err != nil {
+		return err
+	}
+	var tooLarge error
+	s.metrics.each(func(m *metric) {
+		m.mu.Lock()
+		size := m.chunkSize
+		m.mu.Unlock()
+		if size > o.maxBuffered && tooLarge == nil {
+			tooLarge = &MetricError{Metric: m.name, Err: fmt.Errorf("%w: chunk size %d exceeds a buffer of %d points", ErrInvalid, size, o.maxBuffered)}
+		}
+	})
+	if tooLarge != nil {
+		return tooLarge
+	}
+	s.given, s.opts = given, o
+	s.log = o.logger.With("token", s.token)
+	s.handlers = s.rpcHandlers()
+	s.defaultChunkSize.Store(int64(o.chunkSize))
+	s.budget.limit.Store(int64(o.maxBuffered))
+	return nil
 }
 
 func (s *Source) connSettings() connSettings {
@@ -167,7 +238,7 @@ func (s *Source) logBufferFull() {
 		return
 	}
 	s.log.Warn("buffer full: Send waits for the broker to confirm buffered points, and fails with a timeout if none are",
-		"max_buffered_points", s.opts.maxBuffered, "data_connected", s.stats.dataUp.Load(),
+		"max_buffered_points", s.budget.limit.Load(), "data_connected", s.stats.dataUp.Load(),
 		"broker_blocking", s.stats.blocked.Load(), "waits_so_far", s.stats.bufferFullWaits.Load())
 }
 
@@ -178,29 +249,155 @@ func (s *Source) withRPCTimeout(ctx context.Context) (context.Context, context.C
 	return context.WithTimeout(ctx, s.opts.rpcTimeout)
 }
 
+// phase is where a Source is in its life. Stopping is not a phase but the
+// stopping flag, which any phase may meet.
+type phase int
+
+const (
+	phaseIdle       phase = iota // not connected: new, or the last connect attempt failed
+	phaseConnecting              // a connect attempt runs
+	phaseConnected
+)
+
+// connectAttempt is one run of Connect.
+type connectAttempt struct {
+	ctx    context.Context // ends with the caller's context or when Stop begins
+	cancel context.CancelFunc
+	done   chan struct{} // closed once the attempt has committed or been undone
+}
+
 // Connect registers with the manager, opens the data connection, hands the
 // initial configuration to the config handler and starts the task. It is
 // the reference's connect(), bounded by ctx.
+//
+// A Connect that fails, or whose ctx ends first, leaves the source as it
+// was before: its connections are closed, its goroutines have ended and
+// metrics its config handler declared are undeclared again, so Connect
+// may simply be called again. A Connect while another one runs waits for
+// it (within ctx); once connected, Connect fails with ErrInvalid. Stop
+// cancels a Connect in progress.
 func (s *Source) Connect(ctx context.Context) error {
-	if s.stopping.Load() {
-		return ErrStopped
-	}
-	if !s.connected.CompareAndSwap(false, true) {
-		return fmt.Errorf("%w: Connect called twice", ErrInvalid)
-	}
 	ctx, cancel := s.withRPCTimeout(ctx)
 	defer cancel()
-	if err := s.connect(ctx); err != nil {
-		s.shutdown()
-		return fmt.Errorf("source %q: connect: %w", s.token, err)
+	a, err := s.beginAttempt(ctx)
+	if err != nil {
+		return err
 	}
-	if s.stopping.Load() {
-		// Stop ran while connecting: close what connect opened after it.
-		s.shutdown()
+	err = s.connect(a.ctx)
+	if err == nil && s.commit(a) {
+		return nil
+	}
+	s.undo(a)
+	switch {
+	case s.stopping.Load():
 		return s.stoppedErr()
+	case err == nil:
+		err = a.ctx.Err()
 	}
+	return fmt.Errorf("source %q: connect: %w", s.token, err)
+}
+
+// beginAttempt makes the caller's attempt the one in progress, waiting
+// (within ctx) for an earlier one to end.
+func (s *Source) beginAttempt(ctx context.Context) (*connectAttempt, error) {
+	for {
+		s.lifeMu.Lock()
+		earlier := s.attempt
+		switch {
+		case s.stopping.Load():
+			s.lifeMu.Unlock()
+			return nil, s.stoppedErr()
+		case s.phase == phaseConnected:
+			s.lifeMu.Unlock()
+			return nil, fmt.Errorf("%w: source %q already connected", ErrInvalid, s.token)
+		case earlier == nil:
+			a := &connectAttempt{done: make(chan struct{})}
+			a.ctx, a.cancel = context.WithCancel(ctx)
+			// Stop cancels the attempt: it is undone and fails.
+			context.AfterFunc(s.stopCtx, a.cancel)
+			s.attempt, s.phase = a, phaseConnecting
+			s.lifeMu.Unlock()
+			return a, nil
+		}
+		s.lifeMu.Unlock()
+		select {
+		case <-earlier.done:
+		case <-ctx.Done():
+			return nil, fmt.Errorf("source %q: connect: an earlier connect did not end in time: %w", s.token, ctx.Err())
+		}
+	}
+}
+
+// commit makes a connected attempt count, unless its context ended (or
+// Stop began) first: from here on the source is connected, and the
+// management link is supervised and the task runs. Deciding under lifeMu
+// against the attempt's context is what lets a caller that cancels an
+// attempt know it cannot connect any more.
+func (s *Source) commit(a *connectAttempt) bool {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	if a.ctx.Err() != nil || s.stopping.Load() {
+		return false
+	}
+	s.phase, s.attempt = phaseConnected, nil
+	a.cancel()
+	close(a.done)
+	go s.superviseMgmt(s.link())
 	s.startTask()
-	return nil
+	return true
+}
+
+// undo takes back what a failed attempt set up, before the next attempt
+// may begin: the data connection (points the config handler's metrics
+// took are dropped and counted so), the management link, and the
+// declarations made under a registration that did not complete.
+func (s *Source) undo(a *connectAttempt) {
+	a.cancel()
+	// Under declMu, so that a declaration racing with the undo either
+	// completes first (and is undone) or finds no publisher (and fails).
+	s.declMu.Lock()
+	s.metrics.each(func(m *metric) {
+		m.mu.Lock()
+		m.declared = false
+		m.declaration = nil
+		m.mu.Unlock()
+	})
+	// No Send can add to a chunk now (no metric is declared): the
+	// publisher and what it holds can go.
+	pub := s.pubPtr.Swap(nil)
+	s.declMu.Unlock()
+	if pub != nil {
+		s.metrics.each(func(m *metric) {
+			m.mu.Lock()
+			if m.open != nil {
+				s.dropPoints(len(m.open.times))
+				m.open = nil
+			}
+			m.mu.Unlock()
+		})
+		pub.close()
+		s.dropPoints(pub.unconfirmedPoints())
+	}
+	s.dropLink()
+	s.lifeMu.Lock()
+	s.phase, s.attempt = phaseIdle, nil
+	close(a.done)
+	s.lifeMu.Unlock()
+}
+
+// dropPoints forgets n accepted points that will never be published.
+func (s *Source) dropPoints(n int) {
+	if n > 0 {
+		s.stats.pointsDropped.Add(uint64(n))
+		s.budget.release(n)
+	}
+}
+
+// Connected tells whether Connect has succeeded and Stop has not begun.
+func (s *Source) Connected() bool {
+	s.lifeMu.Lock()
+	defer s.lifeMu.Unlock()
+	return s.phase == phaseConnected && !s.stopping.Load()
 }
 
 func (s *Source) connect(ctx context.Context) error {
@@ -245,7 +442,6 @@ func (s *Source) connect(ctx context.Context) error {
 			return err
 		}
 	}
-	go s.superviseMgmt(link)
 	return nil
 }
 
@@ -311,6 +507,7 @@ func (s *Source) onConfigRPC(ctx context.Context, args map[string]json.RawMessag
 	return nil, s.applyConfig(ctx, config, raw)
 }
 
+// startTask starts the task, if any; lifeMu is held.
 func (s *Source) startTask() {
 	if s.opts.task == nil {
 		return
@@ -366,6 +563,10 @@ func (s *Source) stoppedErr() error {
 	}
 	return ErrStopped
 }
+
+// Stopped tells whether the source has begun to stop (Stop was called, or
+// it stops on its own): it takes no new work. Done says when it has ended.
+func (s *Source) Stopped() bool { return s.stopping.Load() }
 
 // Done is closed when the source has stopped.
 func (s *Source) Done() <-chan struct{} { return s.done }
@@ -447,6 +648,10 @@ func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata
 			return fmt.Errorf("declare %d metrics: %w", len(request), err)
 		}
 		s.declMu.Lock()
+		if s.pub() == nil {
+			s.declMu.Unlock()
+			return fmt.Errorf("declare %d metrics: %w", len(request), s.notConnectedErr())
+		}
 		for _, d := range request {
 			d.m.mu.Lock()
 			d.m.declared = true
@@ -493,9 +698,18 @@ func (s *Source) usable() error {
 		return s.stoppedErr()
 	}
 	if s.pub() == nil {
-		return fmt.Errorf("%w: not connected; call Connect first", ErrStopped)
+		return s.notConnectedErr()
 	}
 	return nil
+}
+
+// notConnectedErr is the error of calls that need a connection, made
+// before Connect (or while a failed attempt is undone).
+func (s *Source) notConnectedErr() error {
+	if s.stopping.Load() {
+		return s.stoppedErr()
+	}
+	return fmt.Errorf("%w: source %q is not connected; call Connect first", ErrInvalid, s.token)
 }
 
 // ChunkSize returns the default chunk size for metrics created from now on.
@@ -503,14 +717,30 @@ func (s *Source) ChunkSize() int { return int(s.defaultChunkSize.Load()) }
 
 // SetChunkSize sets the chunk size used by metrics first seen from now on:
 // a chunk is published as soon as a metric has n points buffered.
-// ChunkSizeManual (0) means only Flush publishes. The default is 1.
+// ChunkSizeManual (0) means only Flush publishes. The default is 1. A
+// chunk size above the buffer bound (see SetMaxBufferedPoints) is refused:
+// such a chunk could never fill.
 func (s *Source) SetChunkSize(n int) error {
-	if err := validateChunkSize(n); err != nil {
+	if err := s.checkChunkSize(n); err != nil {
 		return err
 	}
 	s.defaultChunkSize.Store(int64(n))
 	return nil
 }
+
+func (s *Source) checkChunkSize(n int) error {
+	if err := validateChunkSize(n); err != nil {
+		return err
+	}
+	if limit := s.budget.limit.Load(); int64(n) > limit {
+		return fmt.Errorf("%w: chunk size %d exceeds the buffer of %d points and could never fill", ErrInvalid, n, limit)
+	}
+	return nil
+}
+
+// MaxBufferedPoints is the bound of points held until the broker confirms
+// them.
+func (s *Source) MaxBufferedPoints() int { return int(s.budget.limit.Load()) }
 
 // SetMetricChunkSize sets one metric's chunk size (see SetChunkSize). If the
 // metric already holds n points or more, they are published now.
@@ -518,7 +748,7 @@ func (s *Source) SetMetricChunkSize(metric string, n int) error {
 	if err := ValidateMetricName(metric); err != nil {
 		return err
 	}
-	if err := validateChunkSize(n); err != nil {
+	if err := s.checkChunkSize(n); err != nil {
 		return &MetricError{Metric: metric, Err: err}
 	}
 	m := s.metric(metric)
@@ -550,12 +780,21 @@ func (s *Source) sendable(metric string) (*metric, error) {
 		if err := ValidateMetricName(metric); err != nil {
 			return nil, err
 		}
-		if s.stopped.Load() {
-			return nil, s.stoppedErr()
-		}
-		return nil, &MetricError{Metric: metric, Err: ErrUndeclared}
+		return nil, s.undeclaredErr(metric)
 	}
 	return m, nil
+}
+
+// undeclaredErr is the error of a point for a metric that is not declared:
+// it says so, unless no metric can take points yet or any more.
+func (s *Source) undeclaredErr(metric string) error {
+	if s.stopped.Load() {
+		return s.stoppedErr()
+	}
+	if s.pub() == nil {
+		return s.notConnectedErr()
+	}
+	return &MetricError{Metric: metric, Err: ErrUndeclared}
 }
 
 // Send accepts one point. It never waits for the network: the point is
@@ -604,7 +843,7 @@ func (s *Source) takesPoints(m *metric) error {
 		return s.stoppedErr()
 	}
 	if !m.declared {
-		return &MetricError{Metric: m.name, Err: ErrUndeclared}
+		return s.undeclaredErr(m.name)
 	}
 	return nil
 }
@@ -801,11 +1040,22 @@ func (s *Source) Stop(ctx context.Context) error {
 
 func (s *Source) stop(ctx context.Context) {
 	defer close(s.done)
-	if s.taskCancel != nil {
-		s.taskCancel()
+	s.lifeMu.Lock()
+	attempt, taskCancel, taskDone := s.attempt, s.taskCancel, s.taskDone
+	s.lifeMu.Unlock()
+	if attempt != nil {
+		// Cancelled with stopCtx, it cannot commit any more: its undo
+		// closes what it opened.
+		select {
+		case <-attempt.done:
+		case <-ctx.Done():
+		}
+	}
+	if taskCancel != nil {
+		taskCancel()
 		if !s.stopFromTask {
 			select {
-			case <-s.taskDone:
+			case <-taskDone:
 			case <-ctx.Done():
 			}
 		}
@@ -831,9 +1081,12 @@ func (s *Source) settle(flushErr error) {
 	s.settleOnce.Do(func() {
 		s.stopped.Store(true)
 		var errs []error
-		if s.taskCancel != nil && !s.stopFromTask {
+		s.lifeMu.Lock()
+		taskDone := s.taskDone
+		s.lifeMu.Unlock()
+		if taskDone != nil && !s.stopFromTask {
 			select {
-			case <-s.taskDone:
+			case <-taskDone:
 			default:
 				errs = append(errs, errors.New("task did not end"))
 			}

@@ -62,7 +62,7 @@ type counters struct {
 // attempt can't make another Send wait needlessly.
 type pointBudget struct {
 	used    atomic.Int64
-	limit   int64
+	limit   atomic.Int64 // set before connecting (SetMaxBufferedPoints), then fixed
 	waiters atomic.Int32
 	mu      sync.Mutex
 	freed   chan struct{} // closed and replaced whenever space is freed while someone waits
@@ -72,13 +72,15 @@ type pointBudget struct {
 }
 
 func newPointBudget(limit int) *pointBudget {
-	return &pointBudget{limit: int64(limit), freed: make(chan struct{})}
+	b := &pointBudget{freed: make(chan struct{})}
+	b.limit.Store(int64(limit))
+	return b
 }
 
 func (b *pointBudget) tryAcquire(n int64) bool {
 	for {
 		used := b.used.Load()
-		if used+n > b.limit {
+		if used+n > b.limit.Load() {
 			return false
 		}
 		if b.used.CompareAndSwap(used, used+n) {
@@ -91,7 +93,7 @@ func (b *pointBudget) tryAcquire(n int64) bool {
 func (b *pointBudget) tryAcquireUpTo(n int64) int64 {
 	for {
 		used := b.used.Load()
-		take := min(n, b.limit-used)
+		take := min(n, b.limit.Load()-used)
 		if take <= 0 {
 			return 0
 		}
@@ -108,8 +110,8 @@ var errBudgetStopped = fmt.Errorf("%w: stopped while waiting for buffer space", 
 // acquire takes n points of space, waiting until ctx ends (or the source
 // stops) if need be.
 func (b *pointBudget) acquire(ctx context.Context, n int, stats *counters) error {
-	if int64(n) > b.limit {
-		return fmt.Errorf("%w: %d points exceed the buffer of %d points", ErrInvalid, n, b.limit)
+	if limit := b.limit.Load(); int64(n) > limit {
+		return fmt.Errorf("%w: %d points exceed the buffer of %d points", ErrInvalid, n, limit)
 	}
 	if b.tryAcquire(int64(n)) {
 		return nil
@@ -155,7 +157,7 @@ func (b *pointBudget) acquire(ctx context.Context, n int, stats *counters) error
 }
 
 func (b *pointBudget) fullErr(cause error) error {
-	return fmt.Errorf("buffer full (%d points not yet confirmed by the broker), point not accepted: %w", b.limit, cause)
+	return fmt.Errorf("buffer full (%d points not yet confirmed by the broker), point not accepted: %w", b.limit.Load(), cause)
 }
 
 func (b *pointBudget) release(n int) {

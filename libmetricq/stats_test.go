@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -133,13 +134,13 @@ func TestCallsBeforeConnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	if err := s.Send(ctx, "a.b", 1, 1); !errors.Is(err, ErrUndeclared) {
-		t.Fatalf("send before declare: %v", err)
+	if err := s.Send(ctx, "a.b", 1, 1); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "not connected") {
+		t.Fatalf("send before connect: %v", err)
 	}
-	if err := s.DeclareMetricList(ctx, []string{"a.b"}); !errors.Is(err, ErrStopped) {
+	if err := s.DeclareMetricList(ctx, []string{"a.b"}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("declare before connect: %v", err)
 	}
-	if err := s.Flush(ctx); !errors.Is(err, ErrStopped) {
+	if err := s.Flush(ctx); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("flush before connect: %v", err)
 	}
 	if _, err := NewSource("::bad", "source-test"); !errors.Is(err, ErrInvalid) {
@@ -168,7 +169,7 @@ func TestPointBudgetNoLostWakeup(t *testing.T) {
 					t.Error(err)
 					return
 				}
-				if b.used.Load() > b.limit {
+				if b.used.Load() > b.limit.Load() {
 					over.Store(true)
 				}
 				b.release(n)

@@ -30,6 +30,19 @@ func (s *Source) setLink(l *mgmtLink) bool {
 	return true
 }
 
+// dropLink closes the link a failed connect attempt installed; a later
+// attempt may install another.
+func (s *Source) dropLink() {
+	s.mgmtMu.Lock()
+	l := s.mgmt
+	s.mgmt = nil
+	s.mgmtMu.Unlock()
+	if l != nil {
+		l.close()
+	}
+	s.stats.mgmtUp.Store(false)
+}
+
 // closeLinks shuts the current management link down and keeps later ones
 // from being installed.
 func (s *Source) closeLinks() {

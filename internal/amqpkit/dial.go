@@ -55,10 +55,21 @@ func Dial(ctx context.Context, rawURL string, o DialOptions) (*amqp.Connection, 
 	props["product"] = o.Product
 	props["version"] = o.Version
 	props["platform"] = runtime.Version()
+	// A cancelled ctx ends the TLS and AMQP handshakes at once (its
+	// deadline alone bounds them otherwise), so that a cancelled connect
+	// returns now and leaves no connection behind.
+	var unwatch func() bool
+	open := openSocket(ctx, deadline, writeTimeoutFor(o.Heartbeat))
 	cfg := amqp.Config{
 		Heartbeat:  o.Heartbeat,
 		Properties: props,
-		Dial:       openSocket(ctx, deadline, writeTimeoutFor(o.Heartbeat)),
+		Dial: func(network, addr string) (net.Conn, error) {
+			conn, err := open(network, addr)
+			if err == nil {
+				unwatch = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+			}
+			return conn, err
+		},
 	}
 	if uri.Scheme == "amqps" {
 		tlsConfig, err := TLSConfig(rawURL, o.TLS)
@@ -68,6 +79,12 @@ func Dial(ctx context.Context, rawURL string, o DialOptions) (*amqp.Connection, 
 		cfg.TLSClientConfig = tlsConfig
 	}
 	conn, err := amqp.DialConfig(rawURL, cfg)
+	if unwatch != nil && !unwatch() && err == nil {
+		// Cancelled just as the handshake ended: the past deadline may
+		// have hit the open connection.
+		Close(conn)
+		conn, err = nil, ctx.Err()
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: %s to %s: %w", ErrConnect, o.Name, RedactURL(rawURL), ctx.Err())

@@ -251,8 +251,30 @@ func (a *API) Connections(t testing.TB) []Connection {
 // management API, whose connection list lags by up to 5 s.
 func (a *API) CloseConnections(t testing.TB, substr string, want int, timeout time.Duration) int {
 	t.Helper()
+	deadline := time.Now().Add(timeout)
+	closed := 0
+	for {
+		closed += a.evalConnections(t, substr, `[rabbit_networking:close_connection(P, "closed by a libmetricq test") || P <- Ps], length(Ps).`)
+		if closed >= want || time.Now().After(deadline) {
+			return closed
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// CountConnections counts the broker's connections whose client-chosen
+// name contains substr, asking the broker itself (see CloseConnections).
+func (a *API) CountConnections(t testing.TB, substr string) int {
+	t.Helper()
+	return a.evalConnections(t, substr, `length(Ps).`)
+}
+
+// evalConnections binds Ps to the connections whose client-chosen name
+// contains substr and evaluates then, which must yield an integer.
+func (a *API) evalConnections(t testing.TB, substr, then string) int {
+	t.Helper()
 	if strings.ContainsAny(substr, "\"\\") {
-		t.Fatalf("CloseConnections: unsupported characters in %q", substr)
+		t.Fatalf("connections: unsupported characters in %q", substr)
 	}
 	expr := `Sub = <<"` + substr + `">>,
 Ps = [P || P <- rabbit_networking:connections(),
@@ -262,22 +284,13 @@ Ps = [P || P <- rabbit_networking:connections(),
 			N
 		catch _:_ -> <<>> end],
 	binary:match(Name, Sub) =/= nomatch],
-[rabbit_networking:close_connection(P, "closed by a libmetricq test") || P <- Ps],
-length(Ps).`
-	deadline := time.Now().Add(timeout)
-	closed := 0
-	for {
-		out := strings.TrimSpace(Rabbitmqctl(t, "eval", expr))
-		n, err := strconv.Atoi(out)
-		if err != nil {
-			t.Fatalf("CloseConnections: rabbitmqctl eval said %q", out)
-		}
-		closed += n
-		if closed >= want || time.Now().After(deadline) {
-			return closed
-		}
-		time.Sleep(100 * time.Millisecond)
+` + then
+	out := strings.TrimSpace(Rabbitmqctl(t, "eval", expr))
+	n, err := strconv.Atoi(out)
+	if err != nil {
+		t.Fatalf("connections: rabbitmqctl eval said %q", out)
 	}
+	return n
 }
 
 // CreateUser adds a user with full rights on the test vhost (deleted when

@@ -226,7 +226,7 @@ func libmq_go_source_create(url, token *C.char) C.uintptr_t {
 func register(s *syncsource.Source) uintptr {
 	id := handles.Register(s)
 	C.libmq_stage_register(C.uintptr_t(id))
-	s.SetBeforeStop(func(core uint64) { C.libmq_stage_close(C.uintptr_t(id), C.uint64_t(core)) })
+	s.SetBeforeStop(func() { C.libmq_stage_close(C.uintptr_t(id), C.uint64_t(onlyCore)) })
 	return id
 }
 
@@ -446,15 +446,16 @@ func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t,
 	}))
 }
 
-// libmq_go_stage_core is the number of the source's latest core (0: none
-// yet); after a successful connect, the connected one.
+// onlyCore stands in for stage.c's core numbers, which are left to remove:
+// a source now has one core for its whole life, so the stage opens once
+// for it (after the connect that succeeds) and closes once (at its stop).
+const onlyCore = 1
+
+// libmq_go_stage_core is the number stage.c opens the stage for after a
+// successful connect: always onlyCore.
 //
 //export libmq_go_stage_core
-func libmq_go_stage_core(src C.uintptr_t) C.uint64_t {
-	return C.uint64_t(onSource(src, func(s *syncsource.Source) (int64, error) {
-		return int64(s.CoreNumber()), nil
-	}))
-}
+func libmq_go_stage_core(C.uintptr_t) C.uint64_t { return onlyCore }
 
 // libmq_go_stage_order_error reports a point that stage.c refused for its
 // timestamp, in the words the core uses for the same refusal.

@@ -52,9 +52,7 @@ func LogLevel() slog.Level { return slog.Level(logLevel.Load()) }
 
 // logHandler formats records as "message key=value ..." and hands them to
 // the hook or writes them to stderr. It belongs to one source (or none),
-// whose URL password it removes from every line, and it drops the one
-// "missed deadlines" warning the IntervalSource glue provokes (see
-// Source.update).
+// whose URL password it removes from every line.
 type logHandler struct {
 	src *Source
 	ops []func(slog.Handler) slog.Handler // WithAttrs / WithGroup, in order
@@ -79,13 +77,7 @@ func (h *logHandler) with(op func(slog.Handler) slog.Handler) slog.Handler {
 	return &logHandler{src: h.src, ops: ops}
 }
 
-// skipWarning is the core's message for skipped IntervalSource deadlines.
-const skipWarning = "missed deadlines, skipping them"
-
 func (h *logHandler) Handle(ctx context.Context, r slog.Record) error {
-	if h.src != nil && r.Message == skipWarning && h.src.suppressSkip.Load() {
-		return nil
-	}
 	var attrs bytes.Buffer
 	var t slog.Handler = slog.NewTextHandler(&attrs, &slog.HandlerOptions{
 		Level: slog.LevelDebug,

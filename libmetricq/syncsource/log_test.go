@@ -50,16 +50,6 @@ func TestLogHandler(t *testing.T) {
 		t.Errorf("levels %v", c.level)
 	}
 
-	// The IntervalSource glue's one spurious warning is dropped.
-	c.lines = nil
-	s.suppressSkip.Store(true)
-	log.Warn(skipWarning, "count", 3)
-	s.suppressSkip.Store(false)
-	log.Warn(skipWarning, "count", 4)
-	if got := c.all(); got != skipWarning+" token=log-test count=4" {
-		t.Errorf("suppression: %q", got)
-	}
-
 	c.lines = nil
 	SetLogLevel(LevelOff)
 	log.Error("nothing")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
@@ -455,5 +456,70 @@ func TestBoundedBuffer(t *testing.T) {
 	}
 	if chunks := e.receive(t, metric, 2); !equalInts(sizes(chunks), []int{2}) {
 		t.Errorf("chunks %v", sizes(chunks))
+	}
+}
+
+// One core from New to Close: settings made before connecting survive
+// failed connects (bad credentials, here) and hold once connected.
+func TestOneCoreAcrossFailedConnects(t *testing.T) {
+	e := start(t, nil)
+	api := testenv.ManagementAPI(t)
+	token := testenv.Token(t, "onecore")
+	user := "libmetricq-" + token
+	u, err := url.Parse(e.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(user, "onecore-s3cret")
+	s, err := New(u.String(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(false, false)
+	core := s.core
+	metric := "syncsource.onecore"
+	if err := s.SetMaxBuffered(50); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetChunkSize(nil, 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetChunkSize(&metric, 3); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the user does not exist yet
+		if err := s.Connect(10 * time.Second); Status(err) != StatusConnect || strings.Contains(s.ErrorText(err), "s3cret") {
+			t.Fatalf("bad credentials: %d %s", Status(err), s.ErrorText(err))
+		}
+		if n := api.CountConnections(t, token); n != 0 {
+			t.Fatalf("%d connections left by a failed connect", n)
+		}
+	}
+	api.CreateUser(t, user, "onecore-s3cret")
+	if err := s.Connect(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if s.core != core {
+		t.Fatal("the connect made another core")
+	}
+	if got := s.MaxBuffered(); got != 50 {
+		t.Errorf("buffer bound %d, want 50", got)
+	}
+	if err := s.SetMaxBuffered(60); Status(err) != StatusInvalid {
+		t.Errorf("buffer bound set after connecting: %v", err)
+	}
+	if got := core.ChunkSize(); got != 5 {
+		t.Errorf("default chunk size %d, want 5", got)
+	}
+	if err := s.Declare(map[string]libmetricq.Metadata{metric: nil}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 6 {
+		if err := s.Send(metric, int64(i+1), float64(i), time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := sizes(e.receive(t, metric, 6)); !equalInts(got, []int{3, 3}) {
+		t.Errorf("chunks %v, want the chunk size set before the failed connects", got)
 	}
 }

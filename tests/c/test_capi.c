@@ -392,10 +392,9 @@ static void test_staging(void) {
     expect_chunks("ctest.stage.b", "exact 639");
     mq_source_free(src);
 
-    /* After a connect that timed out, the connected core is staged for
-       (space reserved ahead shows in buffered_points) and its stop
-       publishes what was staged; the abandoned attempt's core, stopping
-       whenever it does, changes nothing. */
+    /* After a connect that timed out (and was undone), the connect that
+       succeeds opens the stage (space reserved ahead shows in
+       buffered_points) and the stop publishes what was staged. */
     src = mq_source_create(url, "ctest-stage-retry");
     CHECK(src != NULL);
     if (src == NULL) return;

@@ -193,6 +193,13 @@ private:
 
 inline double seconds(Duration d) noexcept { return d.count(); }
 
+// send_batch of arrays of different lengths: refused before the C call.
+inline void same_size(std::size_t times, std::size_t values) {
+    if (times != values)
+        throw InvalidError(MQ_ERR_INVALID, "send_batch: " + std::to_string(times) + " timestamps but " +
+                                               std::to_string(values) + " values");
+}
+
 // Whether a callable is an empty std::function or a null function pointer.
 template <class F>
 bool is_empty(const F &) noexcept {
@@ -306,6 +313,60 @@ inline void set_log_handler(std::function<void(int level, const std::string &mes
 using Stats = mq_stats;
 
 // ---------------------------------------------------------------------------
+// Metric: one metric of a source, for the fastest sends
+
+// The handle of one metric of a source (SourceRef::metric, mq_source_metric):
+// its sends skip the look-up by name. Copyable, owns nothing: valid until
+// the source is freed; after that (or for a default-constructed Metric)
+// every send throws InvalidError, as the C library checks the handle.
+// Sends behave exactly as SourceRef::send and send_batch with the name.
+class Metric {
+public:
+    explicit Metric(mq_metric *handle = nullptr) noexcept : h_(handle) {}
+
+    // The C handle, for calls this header does not wrap.
+    mq_metric *handle() const noexcept { return h_; }
+    explicit operator bool() const noexcept { return h_ != nullptr; }
+
+    // Sends one point at time_ns (any integer type: nanoseconds since the
+    // Unix epoch); see mq_metric_send.
+    template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool>, int> = 0>
+    void send(Int time_ns, double value, Duration timeout = default_timeout) const {
+        check(mq_metric_send(h_, static_cast<std::int64_t>(time_ns), value, detail::seconds(timeout)));
+    }
+    // Sends one point at a system_clock time point.
+    template <class D>
+    void send(std::chrono::time_point<Clock, D> time, double value, Duration timeout = default_timeout) const {
+        check(mq_metric_send(h_, to_ns(time), value, detail::seconds(timeout)));
+    }
+    // Sends one point stamped now (mq_now).
+    void send(double value, Duration timeout = default_timeout) const {
+        check(mq_metric_send(h_, mq_now(), value, detail::seconds(timeout)));
+    }
+
+    // Sends count points at once, all or none; times strictly increasing.
+    void send_batch(const std::int64_t *time_ns, const double *values, std::size_t count,
+                    Duration timeout = default_timeout) const {
+        check(mq_metric_send_batch(h_, time_ns, values, count, detail::seconds(timeout)));
+    }
+    void send_batch(const std::vector<std::int64_t> &time_ns, const std::vector<double> &values,
+                    Duration timeout = default_timeout) const {
+        detail::same_size(time_ns.size(), values.size());
+        send_batch(time_ns.data(), values.data(), values.size(), timeout);
+    }
+#ifdef METRICQ_HPP_HAS_SPAN
+    void send_batch(std::span<const std::int64_t> time_ns, std::span<const double> values,
+                    Duration timeout = default_timeout) const {
+        detail::same_size(time_ns.size(), values.size());
+        send_batch(time_ns.data(), values.data(), values.size(), timeout);
+    }
+#endif
+
+private:
+    mq_metric *h_;
+};
+
+// ---------------------------------------------------------------------------
 // SourceRef: the operations on a source, without ownership
 
 // A non-owning reference to a source: what the callbacks receive, and the
@@ -337,6 +398,15 @@ public:
         check(mq_source_set_chunk_size(h_, metric.get(), chunk_size));
     }
 
+    // The handle of a metric (mq_source_metric), the same for the same name
+    // every time: sends by it skip the look-up by name. The metric need not
+    // be declared yet (its sends throw UndeclaredError until it is).
+    Metric metric(detail::cstr name) const {
+        mq_metric *m = mq_source_metric(h_, name.get());
+        if (m == nullptr) throw_error(MQ_ERR_INVALID, last_error());
+        return Metric(m);
+    }
+
     // Sends one point at time_ns (any integer type: nanoseconds since the
     // Unix epoch). Returns once the point is accepted; see mq_source_send.
     template <class Int, std::enable_if_t<std::is_integral_v<Int> && !std::is_same_v<Int, bool>, int> = 0>
@@ -362,13 +432,13 @@ public:
     }
     void send_batch(detail::cstr metric, const std::vector<std::int64_t> &time_ns, const std::vector<double> &values,
                     Duration timeout = default_timeout) {
-        same_size(time_ns.size(), values.size());
+        detail::same_size(time_ns.size(), values.size());
         send_batch(metric, time_ns.data(), values.data(), values.size(), timeout);
     }
     template <class D>
     void send_batch(detail::cstr metric, const std::vector<std::chrono::time_point<Clock, D>> &times,
                     const std::vector<double> &values, Duration timeout = default_timeout) {
-        same_size(times.size(), values.size());
+        detail::same_size(times.size(), values.size());
         std::vector<std::int64_t> ns;
         ns.reserve(times.size());
         for (const auto &t : times) ns.push_back(to_ns(t));
@@ -377,7 +447,7 @@ public:
 #ifdef METRICQ_HPP_HAS_SPAN
     void send_batch(detail::cstr metric, std::span<const std::int64_t> time_ns, std::span<const double> values,
                     Duration timeout = default_timeout) {
-        same_size(time_ns.size(), values.size());
+        detail::same_size(time_ns.size(), values.size());
         send_batch(metric, time_ns.data(), values.data(), values.size(), timeout);
     }
 #endif
@@ -422,12 +492,6 @@ public:
     }
 
 protected:
-    static void same_size(std::size_t times, std::size_t values) {
-        if (times != values)
-            throw InvalidError(MQ_ERR_INVALID, "send_batch: " + std::to_string(times) + " timestamps but " +
-                                                   std::to_string(values) + " values");
-    }
-
     mq_source *h_;
 };
 

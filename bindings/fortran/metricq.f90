@@ -120,6 +120,7 @@ module metricq
     public :: mq_source_set_config_handler, mq_source_run_interval, mq_source_set_period
     public :: mq_source_stats, mq_set_log_handler, mq_set_log_level
     public :: mq_source_set_client_version, mq_source_set_reconnect_timeout, mq_source_wait
+    public :: mq_source_metric, mq_metric_send, mq_metric_send_batch
 
     ! Integer arguments of kind int64 or c_int (a default integer literal).
     interface mq_source_set_chunk_size
@@ -221,6 +222,29 @@ module metricq
             real(c_double), value :: timeout
             integer(c_int) :: rc
         end function c_mq_source_send_batch
+        function c_mq_source_metric(src, metric) result(m) bind(C, name="mq_source_metric")
+            import :: c_ptr, c_char
+            type(c_ptr), value :: src
+            character(kind=c_char), intent(in) :: metric(*)
+            type(c_ptr) :: m
+        end function c_mq_source_metric
+        function c_mq_metric_send(m, time_ns, value, timeout) result(rc) bind(C, name="mq_metric_send")
+            import :: c_ptr, c_int64_t, c_double, c_int
+            type(c_ptr), value :: m
+            integer(c_int64_t), value :: time_ns
+            real(c_double), value :: value, timeout
+            integer(c_int) :: rc
+        end function c_mq_metric_send
+        function c_mq_metric_send_batch(m, time_ns, values, count, timeout) result(rc) &
+            bind(C, name="mq_metric_send_batch")
+            import :: c_ptr, c_int64_t, c_double, c_size_t, c_int
+            type(c_ptr), value :: m
+            integer(c_int64_t), intent(in) :: time_ns(*)
+            real(c_double), intent(in) :: values(*)
+            integer(c_size_t), value :: count
+            real(c_double), value :: timeout
+            integer(c_int) :: rc
+        end function c_mq_metric_send_batch
         function c_mq_source_flush(src, timeout) result(rc) bind(C, name="mq_source_flush")
             import :: c_ptr, c_double, c_int
             type(c_ptr), value :: src
@@ -492,17 +516,63 @@ contains
         real(real64), intent(in) :: values(:)
         real(real64), intent(in), optional :: timeout
         integer :: rc
-        call clear_local_error()
-        if (size(times) /= size(values)) then
-            write (local_error, '(a,i0,a,i0,a)') "mq_source_send_batch: ", size(times), " times but ", &
-                size(values), " values"
-            local_error_set = .true.
-            rc = MQ_ERR_INVALID
-            return
-        end if
+        rc = batch_sizes("mq_source_send_batch", times, values)
+        if (rc /= MQ_OK) return
         rc = int(c_mq_source_send_batch(src, cstr(metric), times, values, int(size(times), c_size_t), &
                                         timeout_or_default(timeout)))
     end function mq_source_send_batch
+
+    ! Clears the local error; arrays of different sizes are MQ_ERR_INVALID,
+    ! with the reason for mq_last_error().
+    function batch_sizes(what, times, values) result(rc)
+        character(len=*), intent(in) :: what
+        integer(int64), intent(in) :: times(:)
+        real(real64), intent(in) :: values(:)
+        integer :: rc
+        call clear_local_error()
+        rc = MQ_OK
+        if (size(times) /= size(values)) then
+            write (local_error, '(a,a,i0,a,i0,a)') what, ": ", size(times), " times but ", size(values), " values"
+            local_error_set = .true.
+            rc = MQ_ERR_INVALID
+        end if
+    end function batch_sizes
+
+    ! The handle of one metric of src, for the fastest sends (no look-up by
+    ! name): the same handle for the same name every time; c_null_ptr for a
+    ! bad source or name (mq_last_error() says why). The metric need not be
+    ! declared yet. Valid until mq_source_free(src), and never freed itself;
+    ! after that, sends by it return MQ_ERR_INVALID.
+    function mq_source_metric(src, metric) result(m)
+        type(c_ptr), intent(in) :: src
+        character(len=*), intent(in) :: metric
+        type(c_ptr) :: m
+        call clear_local_error()
+        m = c_mq_source_metric(src, cstr(metric))
+    end function mq_source_metric
+
+    ! mq_source_send by a metric handle (mq_source_metric).
+    function mq_metric_send(m, time_ns, value, timeout) result(rc)
+        type(c_ptr), intent(in) :: m
+        integer(int64), intent(in) :: time_ns
+        real(real64), intent(in) :: value
+        real(real64), intent(in), optional :: timeout
+        integer :: rc
+        call clear_local_error()
+        rc = int(c_mq_metric_send(m, int(time_ns, c_int64_t), real(value, c_double), timeout_or_default(timeout)))
+    end function mq_metric_send
+
+    ! mq_source_send_batch by a metric handle (mq_source_metric).
+    function mq_metric_send_batch(m, times, values, timeout) result(rc)
+        type(c_ptr), intent(in) :: m
+        integer(int64), intent(in) :: times(:)
+        real(real64), intent(in) :: values(:)
+        real(real64), intent(in), optional :: timeout
+        integer :: rc
+        rc = batch_sizes("mq_metric_send_batch", times, values)
+        if (rc /= MQ_OK) return
+        rc = int(c_mq_metric_send_batch(m, times, values, int(size(times), c_size_t), timeout_or_default(timeout)))
+    end function mq_metric_send_batch
 
     ! Returns once every point accepted before the call went to the broker.
     function mq_source_flush(src, timeout) result(rc)

@@ -326,21 +326,8 @@ func goCAPI(cFiles []string, statusGo, internalH string) face {
 
 // notWrapped: header functions a face does not offer yet, and why.
 var notWrapped = map[string]map[string]string{
-	"python": {
-		"mq_source_metric":     "metric handles: being added to the bindings",
-		"mq_metric_send":       "metric handles: being added to the bindings",
-		"mq_metric_send_batch": "metric handles: being added to the bindings",
-	},
-	"fortran": {
-		"mq_source_metric":     "metric handles: being added to the bindings",
-		"mq_metric_send":       "metric handles: being added to the bindings",
-		"mq_metric_send_batch": "metric handles: being added to the bindings",
-	},
 	"c++": {
-		"mq_source_metric":     "metric handles: being added to the bindings",
-		"mq_metric_send":       "metric handles: being added to the bindings",
-		"mq_metric_send_batch": "metric handles: being added to the bindings",
-		"mq_source_new":        "the constructor uses mq_source_create + connect()",
+		"mq_source_new": "the constructor uses mq_source_create + connect()",
 	},
 }
 

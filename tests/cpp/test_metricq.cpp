@@ -508,11 +508,62 @@ void settings_and_wait(const std::string &url) {
     CHECK(stopped);
 }
 
+// Metric handles: sends by handle arrive as sends by name do, with the same
+// errors; a handle that outlives its source throws, never crashes.
+void metric_handles(const std::string &url) {
+    std::fprintf(stderr, "== metric handles\n");
+    metricq::Metric stale;
+    {
+        metricq::SynchronousSource src(url, "cpptest-handles", 20s);
+        EXPECT_OK(src.declare_many(R"({"cpptest.handle": {}, "cpptest.handle_batch": {}})"));
+        EXPECT_OK(src.set_chunk_size("cpptest.handle_batch", 3));
+        metricq::Metric m, batch;
+        EXPECT_OK(m = src.metric("cpptest.handle"));
+        CHECK(m && src.metric(std::string("cpptest.handle")).handle() == m.handle());   // one per name
+        EXPECT_OK(batch = src.metric("cpptest.handle_batch"));
+        EXPECT_OK(m.send(T0, 1.5));
+        expect_point("cpptest.handle", T0, 1.5);
+        auto tp = metricq::from_ns(T0 + 1000000);
+        EXPECT_OK(m.send(tp, 2.5, 5s));
+        expect_point("cpptest.handle", metricq::to_ns(tp), 2.5);
+        say("chunks cpptest.handle exact 1,1");
+        EXPECT_OK(batch.send_batch(std::vector<std::int64_t>{T0, T0 + 1000, T0 + 2000}, std::vector<double>{10, 11, 12}));
+        std::int64_t more_t[2] = {T0 + 3000, T0 + 4000};
+        double more_v[2] = {13, 14};
+        EXPECT_OK(batch.send_batch(more_t, more_v, 2));
+        EXPECT_OK(batch.send(T0 + 5000, 15.0));
+        EXPECT_OK(src.flush());
+        expect_seq("cpptest.handle_batch", 6, T0, 1000, 10, 1);
+        say("chunks cpptest.handle_batch exact 3,3");
+
+        // The rules of sends by name; nothing below is accepted.
+        EXPECT_THROW(metricq::OrderError, MQ_ERR_ORDER, m.send(T0, 9.0));
+        EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID,
+                     batch.send_batch(std::vector<std::int64_t>{T0 + 9000}, std::vector<double>{1, 2}));
+        metricq::Metric undeclared;
+        EXPECT_OK(undeclared = src.metric("cpptest.handle_undeclared"));
+        EXPECT_THROW(metricq::UndeclaredError, MQ_ERR_UNDECLARED, undeclared.send(T0, 1.0));
+        EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, src.metric("bad*name"));
+        EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, metricq::SourceRef().metric("cpptest.handle"));
+        CHECK(src.stats().points_accepted == 8);
+        stale = m;
+        EXPECT_OK(src.stop());
+        EXPECT_THROW(metricq::StoppedError, MQ_ERR_STOPPED, m.send(T0 + 9000, 1.0));
+    }   // the source is freed here: its handles are stale
+    EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, stale.send(T0 + 10000, 1.0));
+    EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID,
+                 stale.send_batch(std::vector<std::int64_t>{T0 + 10000}, std::vector<double>{1}));
+    metricq::Metric none;
+    CHECK(!none);
+    EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, none.send(1.0));
+}
+
 int main() {
     std::string url = env("METRICQ_TEST_URL");
     try {
         basics();
         cycle(url);
+        metric_handles(url);
         threads(url);
         config_handler(url);
         interval(url);

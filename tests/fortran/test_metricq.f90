@@ -150,7 +150,7 @@ program test_metricq
 
     character(len=:), allocatable :: url, refused, config, text
     character(len=32) :: padded
-    type(c_ptr) :: src, bad
+    type(c_ptr) :: src, bad, handle, batch_handle
     type(mq_stats) :: st
     integer :: rc, i
     integer(int64) :: times(10), one_time(1)
@@ -271,6 +271,45 @@ program test_metricq
     call check(text == "ok", "config push without a handler: "//text)
     call check(config_calls == 3, "removed handler not called")
     call mq_source_free(src)
+
+    ! ---- metric handles: sends as by name; a handle of a freed source fails
+    write (error_unit, '(a)') "== metric handles"
+    src = mq_source_new(url, "ftest-handles")
+    call expect(MQ_OK, mq_source_declare_many(src, '["ftest.handle", "ftest.handle_batch"]'), "declare handles")
+    call expect(MQ_OK, mq_source_set_chunk_size(src, "ftest.handle_batch", 3), "set_chunk_size handle_batch")
+    handle = mq_source_metric(src, "ftest.handle")
+    call check(c_associated(handle), "mq_source_metric: "//mq_last_error())
+    call check(c_associated(handle, mq_source_metric(src, "ftest.handle")), "one handle per name")
+    batch_handle = mq_source_metric(src, "ftest.handle_batch")
+    call check(c_associated(batch_handle), "mq_source_metric batch: "//mq_last_error())
+    call check(.not. c_associated(mq_source_metric(src, "bad*name")), "a handle for bad*name")
+    call check(len(mq_last_error()) > 0, "no last error after bad*name")
+    do i = 0, 2
+        call expect(MQ_OK, mq_metric_send(handle, t0 + i * 1000000_int64, 1.5_real64 * i), "send by handle")
+    end do
+    call expect_seq("ftest.handle", 3_int64, t0, 1000000_int64, 0.0_real64, 1.5_real64)
+    call say("chunks ftest.handle exact 1,1,1")
+    do i = 1, 6
+        times(i) = t0 + (i - 1) * 1000_int64
+        values(i) = 10.0_real64 + (i - 1)
+    end do
+    call expect(MQ_OK, mq_metric_send_batch(batch_handle, times(1:4), values(1:4)), "send_batch by handle")
+    call expect(MQ_OK, mq_metric_send_batch(batch_handle, times(5:6), values(5:6), 5.0_real64), "send_batch 2")
+    call expect(MQ_OK, mq_source_flush(src), "flush handles")
+    call expect_seq("ftest.handle_batch", 6_int64, t0, 1000_int64, 10.0_real64, 1.0_real64)
+    call say("chunks ftest.handle_batch exact 3,3")
+    call expect(MQ_ERR_ORDER, mq_metric_send(handle, t0, 1.0_real64), "send by handle out of order")
+    one_time(1) = t0 + 99000_int64
+    call expect(MQ_ERR_INVALID, mq_metric_send_batch(batch_handle, one_time, two_values), "batch sizes by handle")
+    call check(index(mq_last_error(), "1 times but 2 values") > 0, "batch sizes by handle: "//mq_last_error())
+    call expect(MQ_ERR_UNDECLARED, mq_metric_send(mq_source_metric(src, "ftest.handle_undeclared"), t0, 1.0_real64), &
+                "send by handle undeclared")
+    call expect(MQ_OK, mq_source_stats(src, st), "stats handles")
+    call check(st%points_accepted == 9_int64, "stats handles: points_accepted")
+    call mq_source_free(src)
+    call expect(MQ_ERR_INVALID, mq_metric_send(handle, t0 + 9000000_int64, 1.0_real64), "send by a stale handle")
+    call expect(MQ_ERR_INVALID, mq_metric_send_batch(batch_handle, one_time, one_value), "batch by a stale handle")
+    call expect(MQ_ERR_INVALID, mq_metric_send(c_null_ptr, t0, 1.0_real64), "send by a null handle")
 
     ! ---- run_interval and the log handler
     write (error_unit, '(a)') "== interval"

@@ -162,18 +162,41 @@ mq_source_declare = _proto("mq_source_declare", c_int, c_void_p, c_char_p, c_cha
 mq_source_declare_many = _proto("mq_source_declare_many", c_int, c_void_p, c_char_p, c_double)
 mq_source_set_chunk_size = _proto("mq_source_set_chunk_size", c_int, c_void_p, c_char_p, c_int64)
 mq_source_send = _proto("mq_source_send", c_int, c_void_p, c_char_p, c_int64, c_double, c_double)
-# The per-point send, through the C extension libmetricq._fastsend when it
+# Metric handles (mq_metric *), for sends without the look-up by name.
+mq_source_metric = _proto("mq_source_metric", c_void_p, c_void_p, c_char_p)
+mq_metric_send = _proto("mq_metric_send", c_int, c_void_p, c_int64, c_double, c_double)
+mq_metric_send_batch = _proto("mq_metric_send_batch", c_int, c_void_p, c_void_p, c_void_p, c_size_t, c_double)
+
+
+def ctypes_metric_send(metric, time_ns, value, timeout):
+    """mq_metric_send through ctypes, refusing a time outside int64 (which
+    ctypes would wrap silently) with OverflowError, as _fastsend does."""
+    if type(time_ns) is int and not -(1 << 63) <= time_ns < (1 << 63):
+        raise OverflowError("time is out of the int64 nanosecond range")
+    return mq_metric_send(metric, time_ns, value, timeout)
+
+
+# The per-point sends, through the C extension libmetricq._fastsend when it
 # was built: a fraction of the cost of a ctypes call. It hands any argument
-# it does not convert itself to mq_source_send, so the two behave the same.
+# it does not convert itself to the ctypes function, so the two behave the
+# same.
 try:
     from . import _fastsend
 except ImportError:
     FAST_SEND = False
     send = mq_source_send
+    metric_send = ctypes_metric_send
+
 else:
-    _fastsend.init(ctypes.cast(mq_source_send, c_void_p).value, mq_source_send)
+    _fastsend.init(
+        ctypes.cast(mq_source_send, c_void_p).value,
+        mq_source_send,
+        ctypes.cast(mq_metric_send, c_void_p).value,
+        mq_metric_send,
+    )
     FAST_SEND = True
     send = _fastsend.send
+    metric_send = _fastsend.metric_send
 # The arrays are passed as addresses (int) so that numpy and array.array
 # buffers go in without a ctypes wrapper object.
 mq_source_send_batch = _proto(

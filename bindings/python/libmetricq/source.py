@@ -42,6 +42,8 @@ _NAMES_MAX = 1 << 16
 
 _send = _lib.send
 _send_batch = _lib.mq_source_send_batch
+_metric_send = _lib.metric_send
+_metric_send_batch = _lib.mq_metric_send_batch
 _ArgumentError = ctypes.ArgumentError
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -236,10 +238,35 @@ def _chunk_size_arg(chunk_size):
     return chunk_size
 
 
-class SourceMetric:
-    """One metric of a source, as ``source["name"]``: its chunk size."""
+def _point(time, value):
+    """A point's time and value as the C API takes them, converted
+    explicitly (for what the fast path leaves to ctypes)."""
+    time = _to_ns(time)
+    if not _INT64_MIN <= time <= _INT64_MAX:  # ctypes would wrap it silently
+        raise InvalidArgument(f"time {time} is out of the int64 nanosecond range")
+    try:
+        return time, float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"value must be a number, got {type(value).__name__}") from None
 
-    __slots__ = ("id", "_source", "_name", "_chunk_size", "_fixed")
+
+def _batch(metric, times, values):
+    """send_batch's arrays as addresses, their count and what keeps them
+    alive."""
+    tptr, tkeep, n = _times_buffer(times)
+    vptr, vkeep, m = _values_buffer(values)
+    if n != m:
+        raise InvalidArgument(f"send_batch({metric!r}): {n} times but {m} values")
+    return tptr, vptr, n, (tkeep, vkeep)
+
+
+class SourceMetric:
+    """One metric of a source, as ``source["name"]`` or
+    ``source.metric("name")``: its chunk size, and sends by the library's
+    handle of the metric, which skip the look-up by name (the fastest
+    per-point send)."""
+
+    __slots__ = ("id", "_source", "_name", "_chunk_size", "_fixed", "_handle")
 
     def __init__(self, source, metric):
         self.id = metric
@@ -249,6 +276,17 @@ class SourceMetric:
         # is declared, unless it was given one of its own.
         self._chunk_size = None
         self._fixed = False
+        self._handle = None  # mq_source_metric's, made by the first send
+
+    def _bind(self):
+        """The library's handle of the metric (mq_source_metric). It stays
+        valid until the source is freed; sends by it after that fail with
+        SourceStopped, as the library checks every handle."""
+        handle = _lib.mq_source_metric(self._source._h, self._name)
+        if not handle:
+            raise self._source._error(_lib.ERR_INVALID)
+        self._handle = handle
+        return handle
 
     @property
     def chunk_size(self):
@@ -269,12 +307,41 @@ class SourceMetric:
             self._fixed = True
 
     def send(self, time, value, block=True, timeout=60.0):
-        """``source.send(metric, time, value, block, timeout)``."""
-        self._source.send(self.id, time, value, block, timeout)
+        """``source.send(metric, time, value, block, timeout)``, by the
+        metric's handle: the same rules, errors and logging."""
+        try:
+            if type(time) is not int:
+                time = _to_ns(time)
+            status = _metric_send(self._handle or self._bind(), time, value, timeout if block else _NOWAIT)
+        except _ArgumentError:
+            # ctypes refused an argument: convert each one explicitly.
+            try:
+                time, value = _point(time, value)
+                status = _metric_send(self._handle, time, value, _timeout(timeout) if block else _NOWAIT)
+            except Exception as e:
+                self._source._send_failed(self.id, e, block)
+                return
+        except OverflowError:
+            self._source._send_failed(
+                self.id, InvalidArgument(f"time {time} is out of the int64 nanosecond range"), block
+            )
+            return
+        except Exception as e:
+            self._source._send_failed(self.id, e, block)
+            return
+        if status:
+            self._source._send_failed(self.id, self._source._error(status), block)
 
     def send_batch(self, times, values, timeout=60.0):
-        """``source.send_batch(metric, times, values, timeout)``."""
-        self._source.send_batch(self.id, times, values, timeout=timeout)
+        """``source.send_batch(metric, times, values, timeout)``, by the
+        metric's handle."""
+        try:
+            tptr, vptr, n, _keep = _batch(self.id, times, values)
+            status = _metric_send_batch(self._handle or self._bind(), tptr, vptr, n, _timeout(timeout))
+            if status:
+                raise self._source._error(status)
+        except Exception as e:
+            self._source._failed("send_batch", repr(self.id), e)
 
     def __repr__(self):
         return f"SourceMetric({self.id!r}, chunk_size={self.chunk_size!r})"
@@ -528,13 +595,7 @@ class SynchronousSource:
     def _send_converted(self, metric, time, value, block, timeout):
         try:
             name = _names_get(metric) or _encode_name(metric)
-            time = _to_ns(time)
-            if not _INT64_MIN <= time <= _INT64_MAX:
-                raise InvalidArgument(f"time {time} is out of the int64 nanosecond range")
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise TypeError(f"value must be a number, got {type(value).__name__}") from None
+            time, value = _point(time, value)
             return _send(self._h, name, time, value, _timeout(timeout) if block else _NOWAIT)
         except Exception as e:
             self._send_failed(metric, e, block)
@@ -555,10 +616,7 @@ class SynchronousSource:
         """
         try:
             name = _names_get(metric) or _encode_name(metric)
-            tptr, tkeep, n = _times_buffer(times)
-            vptr, vkeep, m = _values_buffer(values)
-            if n != m:
-                raise InvalidArgument(f"send_batch({metric!r}): {n} times but {m} values")
+            tptr, vptr, n, _keep = _batch(metric, times, values)
             status = _send_batch(self._h, name, tptr, vptr, n, _timeout(timeout))
             if status:
                 raise self._error(status)
@@ -678,6 +736,18 @@ class SynchronousSource:
             if m is None:
                 m = self._metrics[metric] = SourceMetric(self, metric)
             return m
+
+    def metric(self, metric):
+        """The :class:`SourceMetric` of a metric (as ``source[metric]``),
+        bound to the library's handle of it: its ``send`` and
+        ``send_batch`` skip the look-up by name, the fastest way to send.
+        The metric need not be declared yet (sends fail as undeclared until
+        it is). Raises InvalidArgument for a bad name, SourceStopped once
+        the source is closed."""
+        m = self[metric]
+        if m._handle is None:
+            m._bind()
+        return m
 
     @property
     def config(self):

@@ -337,8 +337,8 @@ def require_fastsend():
 
 @pytest.fixture(params=["fast", "ctypes"])
 def send_path(request, monkeypatch):
-    """Runs a test with each mq_source_send the binding may call: the C
-    extension's and the ctypes function."""
+    """Runs a test with each mq_source_send (and mq_metric_send) the
+    binding may call: the C extension's and the ctypes function."""
     from libmetricq import _lib, source
 
     if request.param == "fast":
@@ -346,8 +346,10 @@ def send_path(request, monkeypatch):
         from libmetricq import _fastsend
 
         assert source._send is _fastsend.send
+        assert source._metric_send is _fastsend.metric_send
     else:
         monkeypatch.setattr(source, "_send", _lib.mq_source_send)
+        monkeypatch.setattr(source, "_metric_send", _lib.ctypes_metric_send)
     return request.param
 
 

@@ -1,0 +1,144 @@
+"""Metric handles: source.metric(name), whose send and send_batch go to the
+library by its handle of the metric (mq_metric_send) instead of by name,
+with the rules, errors and logging of source.send; and a handle that
+outlives its source fails, never crashes."""
+
+import ctypes
+import logging
+
+import numpy as np
+import pytest
+
+import libmetricq
+from conftest import require_fastsend
+from libmetricq import InvalidArgument, OrderError, SourceStopped, UndeclaredMetric, _lib, source
+
+
+@pytest.mark.usefixtures("send_path")
+def test_sends_by_handle_arrive(make_source, tail, metric_prefix):
+    a, b = metric_prefix + "a", metric_prefix + "b"
+    sink = tail(a, b)
+    src = make_source()
+    src.declare_metrics([a, b])
+    ma = src.metric(a)
+    assert src.metric(a) is ma is src[a] and ma.id == a
+    mb = src.metric(b)
+    ma.send(1, 1.0)
+    mb.send(1, 10.0)
+    ma.send(libmetricq.Timestamp(2), np.float32(2.5))
+    ma.send_batch(np.array([3, 4], dtype=np.int64), np.array([3.0, 4.0]))
+    mb.send_batch([2, 3], [20, 30])
+    ma.send(5, 5, timeout=None)
+    points = sink.collect(8)
+    assert [p for p in points if p[0] == a] == [(a, 1, 1.0), (a, 2, 2.5), (a, 3, 3.0), (a, 4, 4.0), (a, 5, 5.0)]
+    assert [p for p in points if p[0] == b] == [(b, 1, 10.0), (b, 2, 20.0), (b, 3, 30.0)]
+    assert src.stats["points_accepted"] == 8
+
+
+@pytest.mark.usefixtures("send_path")
+def test_same_rules_as_by_name(make_source, metric_prefix):
+    m = metric_prefix + "a"
+    src = make_source()
+    handle = src.metric(m)  # before the declaration: sends are undeclared
+    with pytest.raises(UndeclaredMetric) as e:
+        handle.send(1, 1.0)
+    assert m in str(e.value)
+    src.declare_metrics([m])
+    handle.send(10, 1.0)
+    with pytest.raises(OrderError):
+        handle.send(10, 2.0)
+    with pytest.raises(OrderError):
+        handle.send_batch([11, 11], [1.0, 2.0])
+    with pytest.raises(InvalidArgument):
+        handle.send_batch([11, 12], [1.0])
+    with pytest.raises(TypeError):
+        handle.send(1.5, 1.0)  # float time: ambiguous
+    with pytest.raises(TypeError):
+        handle.send(11, "one")
+    with pytest.raises(ValueError):
+        handle.send(1 << 63, 1.0)
+    with pytest.raises(ValueError):
+        handle.send(-(1 << 63) - 1, 1.0)
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(InvalidArgument, match="timeout"):
+            handle.send(11, 1.0, timeout=bad)
+    handle.send(11, 1.0)  # nothing refused was accepted
+    assert src.stats["points_accepted"] == 2
+
+
+def test_bad_names_have_no_handle(make_source):
+    src = make_source()
+    for bad in ("", "a*b", "_reserved", "x" * 256):
+        with pytest.raises(InvalidArgument):
+            src.metric(bad)
+    with pytest.raises(TypeError):
+        src.metric(1234)
+
+
+@pytest.mark.usefixtures("send_path")
+def test_stale_handle_fails(make_source, metric_prefix):
+    m = metric_prefix + "a"
+    src = make_source()
+    src.declare_metrics([m])
+    handle = src.metric(m)
+    src.stop()
+    with pytest.raises(SourceStopped):
+        handle.send(1, 1.0)
+    with pytest.raises(SourceStopped):
+        handle.send_batch([1], [1.0])
+    src.close()  # frees the source: the library's handle is stale now
+    with pytest.raises(SourceStopped, match="closed"):
+        handle.send(2, 1.0)
+    with pytest.raises(SourceStopped, match="closed"):
+        handle.send_batch([2], [1.0])
+    with pytest.raises(SourceStopped):
+        src.metric(metric_prefix + "b")
+
+
+def test_errors_logged_by_default(make_source, metric_prefix, caplog):
+    m = metric_prefix + "a"
+    src = make_source(raise_errors=False)
+    src.declare_metrics([m])
+    handle = src.metric(m)
+    handle.send(5, 1.0)
+    with caplog.at_level(logging.ERROR, logger="libmetricq"):
+        handle.send(5, 2.0)  # out of order: logged, not raised
+        handle.send_batch([1], [1.0])
+    assert src.stats["points_accepted"] == 1
+    failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("send of", "send_batch of"))]
+    assert len(failed) == 2 and all(m in text for text in failed), failed
+
+
+# The extension's metric_send against the ctypes function on handles the
+# library refuses (0 and a made-up one): the same outcome, but a time
+# outside int64, which both refuse with OverflowError.
+INVALID = ("returned", _lib.ERR_INVALID)
+CALLS = [
+    ((0, 1, 1.0, 60.0), INVALID),
+    ((None, 1, 1.0, 60.0), INVALID),
+    ((12345, 1, 1.0, 1.0), INVALID),
+    ((0, -(1 << 63), 7, 1), INVALID),
+    ((0, True, True, True), INVALID),
+    ((0, 1 << 63, 1.0, 1.0), OverflowError),
+    ((0, -(1 << 63) - 1, 1.0, 1.0), OverflowError),
+    ((0, 1.5, 1.0, 1.0), ctypes.ArgumentError),
+    ((0, 1, "one", 1.0), ctypes.ArgumentError),
+    ((0, 1, 1.0, None), ctypes.ArgumentError),
+]
+
+
+@pytest.mark.parametrize("args, expected", CALLS, ids=range(len(CALLS)))
+def test_fast_metric_send_as_ctypes(args, expected):
+    require_fastsend()
+    from libmetricq import _fastsend
+
+    def outcome(fn):
+        try:
+            return "returned", fn(*args)
+        except Exception as e:
+            return type(e), str(e)
+
+    assert source._metric_send is _fastsend.metric_send
+    fast = outcome(_fastsend.metric_send)
+    assert fast == outcome(_lib.ctypes_metric_send)
+    assert fast == expected if isinstance(expected, tuple) else fast[0] is expected

@@ -107,7 +107,7 @@ func TestSourceFlow(t *testing.T) {
 	if err := s.Connect(time.Second); Status(err) != StatusInvalid {
 		t.Errorf("second connect: %v", err)
 	}
-	if err := s.Send(metric, 1, 1, time.Second); Status(err) != StatusUndecl {
+	if err := s.Send(metric, 1, 1, time.Second); Status(err) != StatusUndeclared {
 		t.Errorf("send before declare: %v", err)
 	}
 	if err := s.Declare(map[string]libmetricq.Metadata{metric: {"unit": "s"}}, 10*time.Second); err != nil {

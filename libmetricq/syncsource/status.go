@@ -13,16 +13,16 @@ import (
 // Status codes of the C API (include/metricq.h). 0 is success, every error
 // is negative.
 const (
-	OK            = 0  // MQ_OK
-	StatusInvalid = -1 // MQ_ERR_INVALID
-	StatusTimeout = -2 // MQ_ERR_TIMEOUT
-	StatusConnect = -3 // MQ_ERR_CONNECT
-	StatusRPC     = -4 // MQ_ERR_RPC
-	StatusUndecl  = -5 // MQ_ERR_UNDECLARED
-	StatusOrder   = -6 // MQ_ERR_ORDER
-	StatusPublish = -7 // MQ_ERR_PUBLISH
-	StatusStopped = -8 // MQ_ERR_STOPPED
-	StatusIntern  = -9 // MQ_ERR_INTERNAL
+	OK               = 0  // MQ_OK
+	StatusInvalid    = -1 // MQ_ERR_INVALID
+	StatusTimeout    = -2 // MQ_ERR_TIMEOUT
+	StatusConnect    = -3 // MQ_ERR_CONNECT
+	StatusRPC        = -4 // MQ_ERR_RPC
+	StatusUndeclared = -5 // MQ_ERR_UNDECLARED
+	StatusOrder      = -6 // MQ_ERR_ORDER
+	StatusPublish    = -7 // MQ_ERR_PUBLISH
+	StatusStopped    = -8 // MQ_ERR_STOPPED
+	StatusInternal   = -9 // MQ_ERR_INTERNAL
 )
 
 // ErrInternal marks a contained failure that is a bug (a recovered panic).
@@ -41,11 +41,11 @@ func Status(err error) int {
 	case errors.As(err, &hook):
 		return hook.status()
 	case errors.Is(err, ErrInternal):
-		return StatusIntern
+		return StatusInternal
 	case errors.Is(err, libmetricq.ErrInvalid):
 		return StatusInvalid
 	case errors.Is(err, libmetricq.ErrUndeclared):
-		return StatusUndecl
+		return StatusUndeclared
 	case errors.Is(err, libmetricq.ErrOrder):
 		return StatusOrder
 	case errors.Is(err, libmetricq.ErrPublish):
@@ -59,7 +59,7 @@ func Status(err error) int {
 	case errors.Is(err, context.DeadlineExceeded):
 		return StatusTimeout
 	}
-	return StatusIntern
+	return StatusInternal
 }
 
 // HookError is a non-zero return value of a C callback: the configuration

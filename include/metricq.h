@@ -167,6 +167,17 @@ int mq_source_set_client_version(mq_source *src, const char *version);
    connecting only (MQ_ERR_INVALID after). */
 int mq_source_set_reconnect_timeout(mq_source *src, double seconds);
 
+/* The AMQP heartbeat of both connections, in whole seconds, 1 to 65535
+   (default 10; the URL parameter heartbeat=<seconds> sets the same). A
+   silent peer (a pulled cable, a frozen VM) is noticed after about 1.5
+   intervals and the reconnect begins. Shorter notices a dead network
+   sooner but costs a few bytes per interval and risks giving up a
+   connection whose broker is merely stalled; longer leaves a dead
+   connection, and the exclusive queue the broker keeps for it, in place
+   longer. The broker may lower it. Before connecting only (MQ_ERR_INVALID
+   after). */
+int mq_source_set_heartbeat(mq_source *src, double seconds);
+
 /* --- Learning that a source stopped ------------------------------------------
    Blocks until the source has stopped, or `timeout` seconds passed. A source
    stops by mq_source_stop / mq_source_free, or on its own: its reconnect

@@ -587,6 +587,11 @@ public:
         check(mq_source_set_reconnect_timeout(h_, detail::seconds(timeout)));
     }
 
+    // The AMQP heartbeat of both connections, whole seconds from 1 s to
+    // 65535 s (default 10 s); before connecting. See metricq.h for the
+    // trade-off.
+    void set_heartbeat(Duration interval) { check(mq_source_set_heartbeat(h_, detail::seconds(interval))); }
+
     // Installs the configuration handler: fn(SourceRef src, const std::string&
     // config_json), called during connect with the manager's configuration and
     // on every "config" RPC, on a library thread, one call at a time. It may

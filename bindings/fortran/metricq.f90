@@ -119,7 +119,8 @@ module metricq
     public :: mq_source_config, mq_source_stop, mq_source_free, mq_source_set_max_buffered
     public :: mq_source_set_config_handler, mq_source_run_interval, mq_source_set_period
     public :: mq_source_stats, mq_set_log_handler, mq_set_log_level
-    public :: mq_source_set_client_version, mq_source_set_reconnect_timeout, mq_source_wait
+    public :: mq_source_set_client_version, mq_source_set_reconnect_timeout, mq_source_set_heartbeat
+    public :: mq_source_wait
     public :: mq_source_metric, mq_metric_send, mq_metric_send_batch
 
     ! Integer arguments of kind int64 or c_int (a default integer literal).
@@ -287,6 +288,12 @@ module metricq
             real(c_double), value :: seconds
             integer(c_int) :: rc
         end function c_mq_source_set_reconnect_timeout
+        function c_mq_source_set_heartbeat(src, seconds) result(rc) bind(C, name="mq_source_set_heartbeat")
+            import :: c_ptr, c_double, c_int
+            type(c_ptr), value :: src
+            real(c_double), value :: seconds
+            integer(c_int) :: rc
+        end function c_mq_source_set_heartbeat
         function c_mq_source_wait(src, timeout) result(rc) bind(C, name="mq_source_wait")
             import :: c_ptr, c_double, c_int
             type(c_ptr), value :: src
@@ -662,6 +669,16 @@ contains
         call clear_local_error()
         rc = int(c_mq_source_set_reconnect_timeout(src, real(seconds, c_double)))
     end function mq_source_set_reconnect_timeout
+
+    ! The AMQP heartbeat of both connections, whole seconds 1 to 65535
+    ! (default 10); before connecting.
+    function mq_source_set_heartbeat(src, seconds) result(rc)
+        type(c_ptr), intent(in) :: src
+        real(real64), intent(in) :: seconds
+        integer :: rc
+        call clear_local_error()
+        rc = int(c_mq_source_set_heartbeat(src, real(seconds, c_double)))
+    end function mq_source_set_heartbeat
 
     ! Blocks until the source stopped (MQ_OK after mq_source_stop; the cause,
     ! e.g. MQ_ERR_CONNECT, when it stopped on its own) or timeout passed

@@ -185,6 +185,11 @@ int mq_source_set_reconnect_timeout(mq_source *src, double seconds) {
     return libmq_go_source_set_reconnect_timeout(H(src), seconds);
 }
 
+int mq_source_set_heartbeat(mq_source *src, double seconds) {
+    GUARD_INT;
+    return libmq_go_source_set_heartbeat(H(src), seconds);
+}
+
 int mq_source_wait(mq_source *src, double timeout) {
     GUARD_INT;
     return libmq_go_source_wait(H(src), timeout);

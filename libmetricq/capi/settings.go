@@ -1,7 +1,7 @@
 package main
 
 // The settings a host makes before connecting (client version, reconnect
-// timeout) and the wait for a source that stops on its own.
+// timeout, heartbeat) and the wait for a source that stops on its own.
 
 /*
 #include "capi_internal.h"
@@ -24,6 +24,11 @@ func libmq_go_source_set_client_version(src C.uintptr_t, version *C.char) C.int 
 //export libmq_go_source_set_reconnect_timeout
 func libmq_go_source_set_reconnect_timeout(src C.uintptr_t, seconds C.double) C.int {
 	return status(src, func(s *syncsource.Source) error { return s.SetReconnectTimeout(float64(seconds)) })
+}
+
+//export libmq_go_source_set_heartbeat
+func libmq_go_source_set_heartbeat(src C.uintptr_t, seconds C.double) C.int {
+	return status(src, func(s *syncsource.Source) error { return s.SetHeartbeat(float64(seconds)) })
 }
 
 //export libmq_go_source_wait

@@ -41,6 +41,16 @@ func (s *Source) SetReconnectTimeout(seconds float64) error {
 	return s.core.Configure(libmetricq.WithReconnectTimeout(d))
 }
 
+// SetHeartbeat sets the AMQP heartbeat of both connections (see
+// libmetricq.WithHeartbeat): whole seconds, 1 to 65535. Before Connect
+// only.
+func (s *Source) SetHeartbeat(seconds float64) error {
+	if !(seconds >= 1 && seconds <= 65535) {
+		return invalid("heartbeat must be whole seconds from 1 to 65535, got %g", seconds)
+	}
+	return s.core.Configure(libmetricq.WithHeartbeat(time.Duration(seconds * 1e9)))
+}
+
 // Wait blocks until the source has stopped, or timeout passes. It returns
 // nil when the source was stopped by Stop or Close, the reason when it
 // stopped itself (e.g. an error wrapping ErrConnect once the reconnect

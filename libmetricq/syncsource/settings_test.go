@@ -24,6 +24,14 @@ func TestSettingsRefuseBadValues(t *testing.T) {
 			t.Errorf("reconnect timeout %g: %v", d, err)
 		}
 	}
+	for _, d := range []float64{0, 0.5, 1.5, 65536, -3} {
+		if err := s.SetHeartbeat(d); Status(err) != StatusInvalid {
+			t.Errorf("heartbeat %g: %v", d, err)
+		}
+	}
+	if err := s.SetHeartbeat(7); err != nil {
+		t.Errorf("heartbeat 7: %v", err)
+	}
 	if err := s.SetClientVersion("1.2.3"); err != nil {
 		t.Error(err)
 	}
@@ -75,6 +83,9 @@ func TestSettingsReachTheCore(t *testing.T) {
 	}
 	if err := s.SetReconnectTimeout(1); Status(err) != StatusInvalid {
 		t.Errorf("reconnect timeout after connect: %v", err)
+	}
+	if err := s.SetHeartbeat(5); Status(err) != StatusInvalid {
+		t.Errorf("heartbeat after connect: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

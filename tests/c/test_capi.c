@@ -139,6 +139,7 @@ static void all_calls_invalid(mq_source *src, const char *what) {
     EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_stats(src, &st, sizeof st));
     EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_set_client_version(src, "1"));
     EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_set_reconnect_timeout(src, 1));
+    EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_set_heartbeat(src, 5));
     EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_wait(src, 1));
     mq_source_free(src); /* must not crash */
     (void)what;
@@ -1747,6 +1748,10 @@ static void test_settings_and_wait(void) {
     EXPECT_ERR(MQ_ERR_INVALID, "UTF-8", mq_source_set_client_version(src, "\xff"));
     EXPECT_ERR(MQ_ERR_INVALID, "reconnect timeout", mq_source_set_reconnect_timeout(src, 0));
     EXPECT_ERR(MQ_ERR_INVALID, "reconnect timeout", mq_source_set_reconnect_timeout(src, NAN));
+    EXPECT_ERR(MQ_ERR_INVALID, "heartbeat", mq_source_set_heartbeat(src, 0.5));
+    EXPECT_ERR(MQ_ERR_INVALID, "heartbeat", mq_source_set_heartbeat(src, 70000));
+    EXPECT_ERR(MQ_ERR_INVALID, "heartbeat", mq_source_set_heartbeat(src, NAN));
+    EXPECT(MQ_OK, mq_source_set_heartbeat(src, 5));
     EXPECT(MQ_OK, mq_source_set_client_version(src, "ctest-9.9"));
     EXPECT(MQ_OK, mq_source_set_reconnect_timeout(src, 1.0));
     EXPECT_ERR(MQ_ERR_INVALID, "timeout", mq_source_wait(src, -1));
@@ -1755,6 +1760,7 @@ static void test_settings_and_wait(void) {
     EXPECT(MQ_OK, mq_source_connect(src, 20));
     EXPECT_ERR(MQ_ERR_INVALID, "before connecting", mq_source_set_client_version(src, "other"));
     EXPECT_ERR(MQ_ERR_INVALID, "before connecting", mq_source_set_reconnect_timeout(src, 5));
+    EXPECT_ERR(MQ_ERR_INVALID, "before connecting", mq_source_set_heartbeat(src, 5));
     const char *answer = ctl_request("discover ctest-settings");
     CHECK_MSG(strcmp(answer, "ok version=ctest-9.9") == 0, "discover: %s", answer);
     EXPECT(MQ_OK, mq_source_declare(src, "ctest.settings", NULL, 20));

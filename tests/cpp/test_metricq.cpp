@@ -485,6 +485,8 @@ void settings_and_wait(const std::string &url) {
     auto src = metricq::SynchronousSource::create(env("METRICQ_TEST_PROXY_URL"), "cpptest-settings");
     EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, src.set_reconnect_timeout(-1s));
     EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, src.set_client_version("1\n"));
+    EXPECT_THROW(metricq::InvalidError, MQ_ERR_INVALID, src.set_heartbeat(500ms));
+    EXPECT_OK(src.set_heartbeat(5s));
     EXPECT_OK(src.set_client_version("cpp-7.7"));
     EXPECT_OK(src.set_reconnect_timeout(1s));
     EXPECT_OK(src.connect(20s));

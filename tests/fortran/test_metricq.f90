@@ -330,6 +330,8 @@ program test_metricq
     write (error_unit, '(a)') "== settings and wait"
     src = mq_source_create(getenv_or_stop("METRICQ_TEST_PROXY_URL"), "ftest-settings")
     call expect(MQ_ERR_INVALID, mq_source_set_reconnect_timeout(src, 0.0_real64), "reconnect timeout 0")
+    call expect(MQ_ERR_INVALID, mq_source_set_heartbeat(src, 0.5_real64), "heartbeat 0.5 s")
+    call expect(MQ_OK, mq_source_set_heartbeat(src, 5.0_real64), "set_heartbeat")
     call expect(MQ_OK, mq_source_set_client_version(src, "fortran-3.1"), "set_client_version")
     call expect(MQ_OK, mq_source_set_reconnect_timeout(src, 1.0_real64), "set_reconnect_timeout")
     call expect(MQ_OK, mq_source_connect(src), "connect through the proxy")

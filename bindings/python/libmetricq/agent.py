@@ -63,7 +63,7 @@ class Source:
     module that defines the subclass, if any), ``add_uuid``,
     ``connection_timeout`` and ``management_url`` (deprecated). Beyond
     them: ``timeout`` (seconds to connect, default 60), ``chunk_size``
-    (default 1) and ``max_buffered``.
+    (default 1), ``max_buffered`` and ``heartbeat`` (as SynchronousSource's).
 
     Methods marked ``@rpc_handler("config")`` receive the configuration.
     Override :meth:`task` for a main loop: it runs in a thread of its own
@@ -86,6 +86,7 @@ class Source:
         timeout=60.0,
         chunk_size=_lib.DEFAULT_CHUNK_SIZE,
         max_buffered=None,
+        heartbeat=None,
     ):
         _chunk_size_arg(chunk_size)  # refused now rather than at run()
         if client_version is None:
@@ -100,6 +101,7 @@ class Source:
             timeout=timeout,
             chunk_size=chunk_size,
             max_buffered=max_buffered,
+            heartbeat=heartbeat,
         )
         self._mq_source = None
         self._mq_stop_lock = threading.Lock()

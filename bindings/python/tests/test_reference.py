@@ -144,6 +144,42 @@ def test_connection_timeout_stops_the_source_and_wait_says_why(manager, proxy, t
     source.wait()  # closed: nothing to wait for
 
 
+def _connections_of(url, token):
+    """{connection name: negotiated heartbeat} of the broker's connections
+    whose name holds token (RabbitMQ's management API)."""
+    import base64
+    import json
+    import urllib.parse
+    import urllib.request
+
+    parsed = urllib.parse.urlsplit(url)
+    auth = f"{urllib.parse.unquote(parsed.username)}:{urllib.parse.unquote(parsed.password)}"
+    req = urllib.request.Request(
+        f"http://{parsed.hostname}:15672/api/connections?columns=client_properties,timeout",
+        headers={"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        conns = json.load(resp)
+    out = {}
+    for c in conns:
+        name = c.get("client_properties", {}).get("connection_name", "")
+        if token in name:
+            out[name] = c.get("timeout")
+    return out
+
+
+def test_heartbeat_is_negotiated(manager, url, token):
+    with SynchronousSource(token, url, heartbeat=3) as source:
+        deadline = time.monotonic() + 10
+        while len(conns := _connections_of(url, token)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)  # the management API's view lags a little
+        assert len(conns) == 2 and set(conns.values()) == {3}, conns
+        source.stop()
+    for bad in (0.5, 0, 70000, "5"):
+        with pytest.raises((TypeError, ValueError), match="heartbeat"):
+            SynchronousSource(token, url, heartbeat=bad)
+
+
 def test_wait_after_stop(make_source):
     source = make_source()
     source.stop()

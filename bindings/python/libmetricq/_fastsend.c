@@ -15,8 +15,11 @@
 #include <Python.h>
 #include <stdint.h>
 
+#include <stddef.h>
+
 #if PY_VERSION_HEX < 0x03090000
 #define PyObject_Vectorcall _PyObject_Vectorcall
+#define Py_TPFLAGS_HAVE_VECTORCALL _Py_TPFLAGS_HAVE_VECTORCALL
 #endif
 
 typedef int (*send_fn)(void *src, const char *metric, int64_t time_ns, double value,
@@ -112,6 +115,112 @@ static PyObject *fast_metric_send(PyObject *module, PyObject *const *args, Py_ss
     return PyLong_FromLong(status);
 }
 
+/* Sender: a metric's send(time, value) as one C callable, so that an
+   accepted point costs no Python frame at all. It sends itself only a
+   point of an exact int time (int64) and a float or int value with the
+   default block and timeout; every other call goes to convert (the
+   binding's full send, with the same arguments), and a refused point's
+   status to report (which raises or logs it, as the binding does). */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    void *metric;
+    double timeout;
+    PyObject *convert;
+    PyObject *report;
+} Sender;
+
+static PyObject *sender_call(PyObject *self_, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    Sender *self = (Sender *)self_;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    long long time_ns;
+    int overflow = 0, status;
+    double value;
+    if (nargs == 2 && kwnames == NULL && PyLong_CheckExact(args[0]) && to_double(args[1], &value)) {
+        time_ns = PyLong_AsLongLongAndOverflow(args[0], &overflow);
+        if (!overflow) {
+            Py_BEGIN_ALLOW_THREADS
+            status = c_metric_send(self->metric, (int64_t)time_ns, value, self->timeout);
+            Py_END_ALLOW_THREADS
+            if (status == 0) {
+                Py_RETURN_NONE;
+            }
+            return PyObject_CallFunction(self->report, "i", status);
+        }
+    }
+    return PyObject_Vectorcall(self->convert, args, nargsf, kwnames);
+}
+
+static PyObject *sender_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    PyObject *metric, *convert, *report;
+    double timeout;
+    Sender *self;
+    if (c_metric_send == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "libmetricq._fastsend.init() was not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OdOO:Sender", (char *[]){"metric", "timeout", "convert", "report", NULL},
+                                     &metric, &timeout, &convert, &report)) {
+        return NULL;
+    }
+    if (!PyCallable_Check(convert) || !PyCallable_Check(report)) {
+        PyErr_SetString(PyExc_TypeError, "Sender: convert and report must be callable");
+        return NULL;
+    }
+    self = (Sender *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->metric = PyLong_AsVoidPtr(metric);
+    if (self->metric == NULL) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "Sender: the metric handle is NULL");
+        }
+        Py_DECREF(self);
+        return NULL;
+    }
+    self->vectorcall = sender_call;
+    self->timeout = timeout;
+    Py_INCREF(convert);
+    self->convert = convert;
+    Py_INCREF(report);
+    self->report = report;
+    return (PyObject *)self;
+}
+
+/* The callables are bound methods of the metric that holds the Sender: a
+   cycle, which the garbage collector must see. */
+static int sender_traverse(Sender *self, visitproc visit, void *arg) {
+    Py_VISIT(self->convert);
+    Py_VISIT(self->report);
+    return 0;
+}
+
+static int sender_clear(Sender *self) {
+    Py_CLEAR(self->convert);
+    Py_CLEAR(self->report);
+    return 0;
+}
+
+static void sender_dealloc(Sender *self) {
+    PyObject_GC_UnTrack(self);
+    sender_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject SenderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "libmetricq._fastsend.Sender",
+    .tp_basicsize = sizeof(Sender),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Sender(metric, timeout, convert, report): a metric's send(time, value).",
+    .tp_new = sender_new,
+    .tp_traverse = (traverseproc)sender_traverse,
+    .tp_clear = (inquiry)sender_clear,
+    .tp_dealloc = (destructor)sender_dealloc,
+    .tp_vectorcall_offset = offsetof(Sender, vectorcall),
+    .tp_call = PyVectorcall_Call,
+};
+
 /* Takes the C function at address (checked) and its ctypes function. */
 static int take(PyObject *address, PyObject *fallback, const char *name, void **fn, PyObject **ctypes_fn) {
     PyObject *old;
@@ -169,4 +278,20 @@ static struct PyModuleDef module = {
     NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__fastsend(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastsend(void) {
+    PyObject *m;
+    if (PyType_Ready(&SenderType) < 0) {
+        return NULL;
+    }
+    m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&SenderType);
+    if (PyModule_AddObject(m, "Sender", (PyObject *)&SenderType) < 0) {
+        Py_DECREF(&SenderType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

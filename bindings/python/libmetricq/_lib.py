@@ -187,6 +187,7 @@ except ImportError:
     FAST_SEND = False
     send = mq_source_send
     metric_send = ctypes_metric_send
+    Sender = None
 
 else:
     _fastsend.init(
@@ -198,6 +199,8 @@ else:
     FAST_SEND = True
     send = _fastsend.send
     metric_send = _fastsend.metric_send
+    # A metric's send(time, value) as one C callable (see SourceMetric).
+    Sender = _fastsend.Sender
 # The arrays are passed as addresses (int) so that numpy and array.array
 # buffers go in without a ctypes wrapper object.
 mq_source_send_batch = _proto(

@@ -44,6 +44,8 @@ _send = _lib.send
 _send_batch = _lib.mq_source_send_batch
 _metric_send = _lib.metric_send
 _metric_send_batch = _lib.mq_metric_send_batch
+_Sender = _lib.Sender
+_SEND_TIMEOUT = 60.0
 _ArgumentError = ctypes.ArgumentError
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -264,9 +266,17 @@ class SourceMetric:
     """One metric of a source, as ``source["name"]`` or
     ``source.metric("name")``: its chunk size, and sends by the library's
     handle of the metric, which skip the look-up by name (the fastest
-    per-point send)."""
+    per-point send).
 
-    __slots__ = ("id", "_source", "_name", "_chunk_size", "_fixed", "_handle")
+    ``send(time, value, block=True, timeout=60.0)`` is
+    ``source.send(metric, time, value, block, timeout)``, with the same
+    rules, errors and logging. Once the metric has its handle (from its
+    first send, or ``source.metric``) and where the binding's C extension
+    is built, ``send`` is a C callable that sends ``send(int_ns, number)``
+    without running any Python code, and hands every other call to the
+    full send."""
+
+    __slots__ = ("id", "_source", "_name", "_chunk_size", "_fixed", "_handle", "send")
 
     def __init__(self, source, metric):
         self.id = metric
@@ -277,6 +287,7 @@ class SourceMetric:
         self._chunk_size = None
         self._fixed = False
         self._handle = None  # mq_source_metric's, made by the first send
+        self.send = self._send
 
     def _bind(self):
         """The library's handle of the metric (mq_source_metric). It stays
@@ -286,7 +297,13 @@ class SourceMetric:
         if not handle:
             raise self._source._error(_lib.ERR_INVALID)
         self._handle = handle
+        if _Sender is not None:
+            self.send = _Sender(handle, _SEND_TIMEOUT, self._send, self._refused)
         return handle
+
+    def _refused(self, status):
+        """What the C send does with a point the library refused."""
+        self._source._send_failed(self.id, self._source._error(status), True)
 
     @property
     def chunk_size(self):
@@ -306,9 +323,9 @@ class SourceMetric:
             self._chunk_size = self._source._chunk_size
             self._fixed = True
 
-    def send(self, time, value, block=True, timeout=60.0):
-        """``source.send(metric, time, value, block, timeout)``, by the
-        metric's handle: the same rules, errors and logging."""
+    def _send(self, time, value, block=True, timeout=_SEND_TIMEOUT):
+        """send in Python: every call until the metric has its handle, and
+        the calls the C send leaves to it."""
         try:
             if type(time) is not int:
                 time = _to_ns(time)

@@ -347,9 +347,11 @@ def send_path(request, monkeypatch):
 
         assert source._send is _fastsend.send
         assert source._metric_send is _fastsend.metric_send
+        assert source._Sender is _fastsend.Sender
     else:
         monkeypatch.setattr(source, "_send", _lib.mq_source_send)
         monkeypatch.setattr(source, "_metric_send", _lib.ctypes_metric_send)
+        monkeypatch.setattr(source, "_Sender", None)
     return request.param
 
 

@@ -4,7 +4,9 @@ with the rules, errors and logging of source.send; and a handle that
 outlives its source fails, never crashes."""
 
 import ctypes
+import gc
 import logging
+import weakref
 
 import numpy as np
 import pytest
@@ -142,3 +144,40 @@ def test_fast_metric_send_as_ctypes(args, expected):
     fast = outcome(_fastsend.metric_send)
     assert fast == outcome(_lib.ctypes_metric_send)
     assert fast == expected if isinstance(expected, tuple) else fast[0] is expected
+
+
+def test_send_is_c_once_bound(make_source, tail, metric_prefix):
+    require_fastsend()
+    from libmetricq import _fastsend
+
+    m = metric_prefix + "a"
+    sink = tail(m)
+    src = make_source()
+    src.declare_metrics([m])
+    unbound = src[m]
+    assert type(unbound.send) is not _fastsend.Sender  # no handle yet
+    unbound.send(1, 1.0)  # binds it
+    handle = src.metric(m)
+    assert handle is unbound and type(handle.send) is _fastsend.Sender
+    handle.send(2, 2)  # int value: the C path too
+    handle.send(3, 3.0, timeout=5)  # keywords: the full send
+    handle.send(libmetricq.Timestamp(4), 4.0)  # not an int: the full send
+    handle.send(5, 5.0, True, 5.0)
+    with pytest.raises(OrderError):  # refused in C, raised by the binding
+        handle.send(5, 6.0)
+    with pytest.raises(TypeError):
+        handle.send(6, "six")
+    with pytest.raises(ValueError):
+        handle.send(1 << 64, 1.0)
+    handle.send(6, 6.0, block=False)
+    assert sink.collect(6) == [(m, t, float(t)) for t in range(1, 7)]
+
+
+def test_bound_metric_does_not_keep_its_source_alive(manager, url, token, metric_prefix):
+    src = libmetricq.SynchronousSource(token, url, timeout=20)
+    src.metric(metric_prefix + "a")  # its send holds the metric's methods: a cycle
+    ref = weakref.ref(src)
+    src.close()
+    del src
+    gc.collect()
+    assert ref() is None

@@ -5,9 +5,10 @@
    the clock the driver's sink uses, so "start_ns" to the sink's receipt of
    the last point is the end-to-end time.
 
-     mqbench send    URL TOKEN PREFIX THREADS POINTS CHUNK
+     mqbench send    URL TOKEN PREFIX THREADS POINTS CHUNK [handle]
          THREADS threads, one source; thread i sends POINTS/THREADS points,
-         one mq_source_send each, to metric PREFIX.i (chunk size CHUNK).
+         one mq_source_send each, to metric PREFIX.i (chunk size CHUNK);
+         with "handle", one mq_metric_send each, by the metric's handle.
      mqbench batch   URL TOKEN PREFIX POINTS CHUNK BATCH
          mq_source_send_batch of BATCH points at a time to PREFIX.0.
      mqbench latency URL TOKEN PREFIX RATE SECONDS
@@ -81,6 +82,7 @@ static void finish(mq_source *src) {
 
 struct worker {
     mq_source *src;
+    mq_metric *handle; /* sends by handle when set, by name otherwise */
     char metric[256];
     int64_t points;
     int64_t t0;
@@ -103,8 +105,8 @@ static void *send_worker(void *arg) {
     int64_t cpu0 = thread_cpu_ns();
     for (int64_t i = 0; i < w->points; i++) {
         t += STEP_NS;
-        int rc = mq_source_send(w->src, w->metric, t, v, TIMEOUT);
-        if (rc) die("mq_source_send", rc);
+        int rc = w->handle ? mq_metric_send(w->handle, t, v, TIMEOUT) : mq_source_send(w->src, w->metric, t, v, TIMEOUT);
+        if (rc) die(w->handle ? "mq_metric_send" : "mq_source_send", rc);
         v += 1.0;
     }
     w->cpu_ns = thread_cpu_ns() - cpu0;
@@ -113,7 +115,8 @@ static void *send_worker(void *arg) {
 }
 
 static int mode_send(int argc, char **argv) {
-    if (argc != 8) return 2;
+    if (argc != 8 && !(argc == 9 && !strcmp(argv[8], "handle"))) return 2;
+    int by_handle = argc == 9;
     const char *url = argv[2], *token = argv[3], *prefix = argv[4];
     int threads = (int)arg_ll(argv[5], "THREADS");
     int64_t points = arg_ll(argv[6], "POINTS"), chunk = arg_ll(argv[7], "CHUNK");
@@ -128,6 +131,7 @@ static int mode_send(int argc, char **argv) {
         snprintf(ws[i].metric, sizeof ws[i].metric, "%s.%d", prefix, i);
         declare(src, ws[i].metric);
         ws[i].src = src;
+        if (by_handle && !(ws[i].handle = mq_source_metric(src, ws[i].metric))) die("mq_source_metric", MQ_ERR_INVALID);
         ws[i].points = points / threads + (i < points % threads ? 1 : 0);
         ws[i].t0 = t0;
         ws[i].go = &go;

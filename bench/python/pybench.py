@@ -5,10 +5,11 @@ bindings/python on PYTHONPATH and LIBMETRICQ_PATH pointing at build/lib for
 the ``ours-*`` modes. Each mode prints one JSON object on stdout; times are
 ``time.time_ns()`` (CLOCK_REALTIME, the clock of the driver's sink).
 
-  ours-send  URL TOKEN PREFIX POINTS CHUNK [fast|ctypes]
+  ours-send  URL TOKEN PREFIX POINTS CHUNK [fast|ctypes|handle]
       libmetricq.SynchronousSource.send, one point per call, int ns times;
       through the C extension libmetricq._fastsend (fast, the default) or,
-      as where it could not be built, through ctypes.
+      as where it could not be built, through ctypes; handle: the metric's
+      send, ``source.metric(name).send(time, value)``, through _fastsend.
   ours-batch URL TOKEN PREFIX POINTS CHUNK BATCH
       libmetricq.SynchronousSource.send_batch with numpy int64/float64
       arrays of BATCH points (the times array is computed per batch, timed).
@@ -63,12 +64,19 @@ def ours_send(url, token, prefix, points, chunk, path="fast"):
     metric = prefix + ".0"
     with libmetricq.SynchronousSource(token=token, url=url, chunk_size=chunk) as src:
         src.declare_metrics({metric: metadata()})
-        send = src.send
         t = time.time_ns()
-        start, cpu0 = time.time_ns(), time.thread_time_ns()
-        for i in range(points):
-            t += STEP_NS
-            send(metric, t, 0.5)
+        if path == "handle":
+            send = src.metric(metric).send
+            start, cpu0 = time.time_ns(), time.thread_time_ns()
+            for i in range(points):
+                t += STEP_NS
+                send(t, 0.5)
+        else:
+            send = src.send
+            start, cpu0 = time.time_ns(), time.thread_time_ns()
+            for i in range(points):
+                t += STEP_NS
+                send(metric, t, 0.5)
         sent, cpu = time.time_ns(), time.thread_time_ns() - cpu0
         src.flush()
         flushed = time.time_ns()

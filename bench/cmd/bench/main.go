@@ -464,11 +464,11 @@ func scenarios(cfg config) []*scenario {
 				return smp, err
 			}}
 	}
-	cSend := func(name, title string, threads int) *scenario {
+	cSend := func(name, title string, threads int, extra ...string) *scenario {
 		return &scenario{name: name, title: title, lang: "c", n0: 500_000, unit: 1000 * threads, maxN: 100_000_000,
 			run: func(ctx context.Context, b *bench, id string, n int) (sample, error) {
 				smp, _, err := b.produce(ctx, id, n, false, func(ctx context.Context, prefix string) (map[string]any, error) {
-					return b.mqbench(ctx, "send", b.cfg.url, token(id), prefix, itoa(threads), itoa(n), "1000")
+					return b.mqbench(ctx, append([]string{"send", b.cfg.url, token(id), prefix, itoa(threads), itoa(n), "1000"}, extra...)...)
 				})
 				return smp, err
 			}}
@@ -505,6 +505,7 @@ func scenarios(cfg config) []*scenario {
 		raw("raw-confirm-10k", "amqp091-go, 10000-point chunks, confirms", 10000, true),
 		cSend("c-send-1k", "C mq_source_send, 1 thread, chunk 1000", 1),
 		cSend("c-send-1k-4t", "C mq_source_send, 4 threads x 4 metrics, chunk 1000", 4),
+		cSend("c-metric-send-1k", "C mq_metric_send (metric handle), 1 thread, chunk 1000", 1, "handle"),
 		{name: "c-batch-10k", title: "C mq_source_send_batch, 10000 points, chunk 10000", lang: "c", n0: 2_000_000, unit: 10000, maxN: 200_000_000,
 			run: func(ctx context.Context, b *bench, id string, n int) (sample, error) {
 				smp, _, err := b.produce(ctx, id, n, false, func(ctx context.Context, prefix string) (map[string]any, error) {
@@ -514,6 +515,7 @@ func scenarios(cfg config) []*scenario {
 			}},
 		py("py-batch-10k", "Python libmetricq send_batch (numpy), 10000 points, chunk 10000", "py", "ours-batch", 2_000_000, 10000, "10000"),
 		py("py-send-1k", "Python libmetricq send, chunk 1000", "py", "ours-send", 100_000, 1000),
+		py("py-metric-send-1k", "Python libmetricq metric(name).send (metric handle), chunk 1000", "py", "ours-send", 100_000, 1000, "handle"),
 		py("py-send-1k-ctypes", "Python libmetricq send without its C extension (ctypes), chunk 1000", "py", "ours-send", 100_000, 1000, "ctypes"),
 		py("ref-async-1k", "reference metricq.Source.send (async), chunk 1000", "ref", "ref-async", 20_000, 1000),
 		py("ref-sync-1k", "reference metricq.SynchronousSource.send, chunk 1000", "ref", "ref-sync", 5_000, 1000),

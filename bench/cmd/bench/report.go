@@ -365,6 +365,7 @@ func (b *bench) verdicts() []verdict {
 	c1k, c1kName := ceiling("raw-noconfirm-1k", "raw-confirm-1k")
 	c10k, c10kName := ceiling("raw-noconfirm-10k", "raw-confirm-10k")
 	add("C `mq_source_send`, 1 thread, chunk 1000 (end to end)", rate("c-send-1k"), c1k, "raw ceiling ("+c1kName+")", 0.4, fmtRate)
+	add("C `mq_metric_send` (metric handle), 1 thread, chunk 1000 (end to end)", rate("c-metric-send-1k"), c1k, "raw ceiling ("+c1kName+")", 0.6, fmtRate)
 	add("C `mq_source_send_batch`, chunk 10000 (end to end)", rate("c-batch-10k"), c10k, "raw ceiling ("+c10kName+")", 0.7, fmtRate)
 	add("C `mq_source_send`, 4 threads on 4 metrics", rate("c-send-1k-4t"), rate("c-send-1k"), "C 1 thread", 1.0, fmtRate)
 
@@ -380,6 +381,7 @@ func (b *bench) verdicts() []verdict {
 	}
 	add("Python `send`, chunk 1000", rate("py-send-1k"), rate("ref-sync-1k"), refSync, 20, fmtRate)
 	add("Python `send`, chunk 1000", rate("py-send-1k"), rate("ref-async-1k"), "reference async Source.send", 5, fmtRate)
+	add("Python `metric(name).send` (metric handle), chunk 1000", rate("py-metric-send-1k"), rate("ref-async-1k"), "reference async Source.send", 10, fmtRate)
 
 	p50, p99 := b.stat("latency-c1", "p50_us"), b.stat("latency-c1", "p99_us")
 	v = append(v, verdict{"Latency, chunk 1, 2000 points/s: p99 (send → sink)", fmtStat(p99, fmtG(" µs")),

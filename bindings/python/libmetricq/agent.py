@@ -24,7 +24,7 @@ import threading
 
 from . import _lib
 from .exceptions import MetricQError, PublishFailed
-from .source import SynchronousSource, _chunk_size_arg
+from .source import SynchronousSource, _chunk_size_arg, _reference_identity
 from .timeseries import Timedelta
 
 __all__ = ["rpc_handler", "Source", "IntervalSource"]
@@ -36,6 +36,8 @@ logger = logging.getLogger("libmetricq")
 _POLL = 0.2
 
 _TAGS = "__libmetricq_rpc_tags"
+
+_SYNCHRONOUS_SIGNATURE = inspect.signature(SynchronousSource)
 
 
 def rpc_handler(*function_tags):
@@ -58,12 +60,12 @@ def rpc_handler(*function_tags):
 class Source:
     """A MetricQ Source to subclass, like ``metricq.Source``.
 
-    Arguments are the reference's: ``token`` and ``url`` (positional or
-    keyword), ``client_version`` (default: the ``__version__`` of the
-    module that defines the subclass, if any), ``add_uuid``,
-    ``connection_timeout`` and ``management_url`` (deprecated). Beyond
-    them: ``timeout`` (seconds to connect, default 60), ``chunk_size``
-    (default 1), ``max_buffered`` and ``heartbeat`` (as SynchronousSource's).
+    Arguments are SynchronousSource's, without config_handler and
+    raise_errors: the reference's ``token``, ``url``, ``client_version``
+    (default here: the ``__version__`` of the module that defines the
+    subclass, if any), ``add_uuid``, ``connection_timeout`` and
+    ``management_url``; beyond them ``timeout``, ``chunk_size``,
+    ``max_buffered`` and ``heartbeat``.
 
     Methods marked ``@rpc_handler("config")`` receive the configuration.
     Override :meth:`task` for a main loop: it runs in a thread of its own
@@ -74,35 +76,24 @@ class Source:
     :meth:`send`, :meth:`declare_metrics` and :meth:`flush` raise.
     """
 
-    def __init__(
-        self,
-        token,
-        url=None,
-        *,
-        client_version=None,
-        add_uuid=False,
-        connection_timeout=None,
-        management_url=None,
-        timeout=60.0,
-        chunk_size=_lib.DEFAULT_CHUNK_SIZE,
-        max_buffered=None,
-        heartbeat=None,
-    ):
-        _chunk_size_arg(chunk_size)  # refused now rather than at run()
-        if client_version is None:
-            client_version = _module_version(type(self))
-        self._mq_arguments = dict(
-            token=token,
-            url=url,
-            client_version=client_version,
-            add_uuid=add_uuid,
-            connection_timeout=connection_timeout,
-            management_url=management_url,
-            timeout=timeout,
-            chunk_size=chunk_size,
-            max_buffered=max_buffered,
-            heartbeat=heartbeat,
+    def __init__(self, *args, **kwargs):
+        for own in ("config_handler", "raise_errors"):
+            if own in kwargs:
+                raise TypeError(
+                    f"{type(self).__name__}() got an unexpected keyword argument {own!r}: "
+                    "a Source takes its configuration with @rpc_handler(\"config\") and raises its errors"
+                )
+        # SynchronousSource's signature: an argument it does not take, or a
+        # missing token, fails here, naming it.
+        arguments = _SYNCHRONOUS_SIGNATURE.bind(*args, **kwargs).arguments
+        # The token is final now, as in the reference (add_uuid included).
+        arguments["token"], arguments["url"] = _reference_identity(
+            arguments["token"], arguments.get("url"), arguments.pop("management_url", None), arguments.pop("add_uuid", False)
         )
+        _chunk_size_arg(arguments.get("chunk_size", _lib.DEFAULT_CHUNK_SIZE))  # refused now, not at run()
+        if arguments.get("client_version") is None:
+            arguments["client_version"] = _module_version(type(self))
+        self._mq_arguments = arguments
         self._mq_source = None
         self._mq_stop_lock = threading.Lock()
         self._mq_stop_requested = False
@@ -125,7 +116,7 @@ class Source:
 
     @property
     def token(self):
-        return self._mq_source.token if self._mq_source is not None else self._mq_arguments["token"]
+        return self._mq_arguments["token"]
 
     def declare_metrics(self, metrics, timeout=60.0):
         """Declares metrics: ``{name: metadata}`` or a list of names."""
@@ -148,7 +139,7 @@ class Source:
         """Points per chunk, as ``metricq.Source.chunk_size``."""
         if self._mq_source is not None:
             return self._mq_source.chunk_size
-        return self._mq_arguments["chunk_size"]
+        return self._mq_arguments.get("chunk_size", _lib.DEFAULT_CHUNK_SIZE)
 
     @chunk_size.setter
     def chunk_size(self, chunk_size):

@@ -170,3 +170,23 @@ def test_run_raises_when_the_source_stops_on_its_own(manager, proxy, token, metr
     with pytest.raises(libmetricq.ConnectFailed):
         source.run()
     assert time.monotonic() - start < 20
+
+
+def test_constructor_arguments(url):
+    # SynchronousSource's, checked at once, naming what is wrong.
+    for kwargs, name in [
+        ({"periodd": 1}, "periodd"),
+        ({"config_handler": print}, "config_handler"),
+        ({"raise_errors": False}, "raise_errors"),
+        ({"chunk_size": 0}, "chunk_size"),
+    ]:
+        with pytest.raises((TypeError, ValueError), match=name):
+            Source("source-pytest-x", url, **kwargs)
+    with pytest.raises(TypeError):
+        Source()
+    source = Ticker(token="source-pytest-x", url=url, metric="pytest.x", chunk_size=None, add_uuid=True)
+    assert source.chunk_size is None
+    prefix, _, suffix = source.token.rpartition(".")
+    assert prefix == "source-pytest-x" and len(suffix) == 32
+    with pytest.raises(TypeError, match="url"):
+        Source("source-pytest-x")

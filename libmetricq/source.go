@@ -8,18 +8,11 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"sort"
 	"sync"
 	"sync/atomic"
-	"time"
-	"unsafe"
 
 	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
-
-// Metadata describes a metric: free-form JSON keys such as "unit", "rate",
-// "description" (see the MetricQ metadata conventions).
-type Metadata map[string]any
 
 // Source is a MetricQ Source. Create it with NewSource, then Connect (or
 // Run). Its methods are safe for concurrent use.
@@ -30,11 +23,8 @@ type Source struct {
 	opts  options // as given, checked and completed
 	log   *slog.Logger
 
-	mgmtMu     sync.Mutex
-	mgmt       *mgmtLink     // the current management link; replaced on reconnect
-	mgmtNext   chan struct{} // closed when mgmt is replaced
-	mgmtClosed bool          // shut down: no further link is installed
-	handlers   map[string]amqpkit.Handler
+	mgmt     linkSlot
+	handlers map[string]amqpkit.Handler
 
 	pubPtr      atomic.Pointer[publisher]
 	dataAddress string // the manager's dataServerAddress at Connect
@@ -51,8 +41,7 @@ type Source struct {
 
 	metrics metricTable
 
-	configMu sync.Mutex
-	config   []byte // JSON of the latest configuration
+	config atomic.Pointer[[]byte] // JSON of the latest configuration
 
 	startTime Timestamp
 
@@ -64,7 +53,6 @@ type Source struct {
 	stopping atomic.Bool     // no new declarations or tasks
 	stopped  atomic.Bool     // no new points; checked under each metric's lock
 
-	stopCh     chan struct{}   // closed when Stop begins
 	stopCtx    context.Context // cancelled when Stop begins
 	stopCancel context.CancelFunc
 	taskCancel context.CancelFunc
@@ -73,10 +61,9 @@ type Source struct {
 	stopOnce     sync.Once
 	stopFromTask bool // the first Stop came from the task
 	settleOnce   sync.Once
-	stopErr      error         // written once, by settle
-	done         chan struct{} // closed when the source has stopped
-	causeMu      sync.Mutex
-	cause        error // why the source stopped itself
+	stopErr      error                 // written once, by settle
+	done         chan struct{}         // closed when the source has stopped
+	cause        atomic.Pointer[error] // why the source stopped itself
 }
 
 // NewSource prepares a source for the management URL (amqp:// or amqps://)
@@ -113,12 +100,9 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 		budget:    newPointBudget(o.maxBuffered),
 		startTime: Now(),
 		done:      make(chan struct{}),
-		stopCh:    make(chan struct{}),
-		mgmtNext:  make(chan struct{}),
-		config:    []byte("{}"),
 	}
 	s.stopCtx, s.stopCancel = context.WithCancel(context.Background())
-	s.budget.stop = s.stopCh
+	s.budget.stop = s.stopCtx.Done()
 	s.budget.onFull = s.logBufferFull
 	if o.heartbeat == 0 {
 		s.log.Warn("heartbeat=0: the broker chooses the heartbeat (RabbitMQ: 60 s), so a silent connection may go unnoticed for 90 s or more")
@@ -228,19 +212,6 @@ func (s *Source) Token() string { return s.token }
 
 // pub is the publisher, nil before Connect has opened the data connection.
 func (s *Source) pub() *publisher { return s.pubPtr.Load() }
-
-// logBufferFull reports that Sends wait for buffer space: at most one line
-// every 10 s, so that a full buffer is visible but does not flood the log.
-func (s *Source) logBufferFull() {
-	now := time.Now().UnixNano()
-	last := s.fullLogged.Load()
-	if now-last < int64(10*time.Second) || !s.fullLogged.CompareAndSwap(last, now) {
-		return
-	}
-	s.log.Warn("buffer full: Send waits for the broker to confirm buffered points, and fails with a timeout if none are",
-		"max_buffered_points", s.budget.limit.Load(), "data_connected", s.stats.dataUp.Load(),
-		"broker_blocking", s.stats.blocked.Load(), "waits_so_far", s.stats.bufferFullWaits.Load())
-}
 
 func (s *Source) withRPCTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -459,54 +430,6 @@ func decodeField(reply map[string]json.RawMessage, key string, into *string, req
 	return nil
 }
 
-// unmarshalNumbers keeps JSON numbers exact (json.Number), so integers
-// beyond 2^53 survive a round trip through the config handler.
-func unmarshalNumbers(raw []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	return dec.Decode(v)
-}
-
-func (s *Source) applyConfig(ctx context.Context, config map[string]any, raw []byte) error {
-	s.configMu.Lock()
-	s.config = append([]byte(nil), raw...)
-	s.configMu.Unlock()
-	if s.opts.onConfig == nil {
-		s.log.Info("received configuration", "keys", len(config))
-		return nil
-	}
-	if err := s.opts.onConfig(ctx, s, config); err != nil {
-		return fmt.Errorf("config handler: %w", err)
-	}
-	return nil
-}
-
-// Config returns the JSON text of the latest configuration from the manager
-// ("{}" before any).
-func (s *Source) Config() []byte {
-	s.configMu.Lock()
-	defer s.configMu.Unlock()
-	return append([]byte(nil), s.config...)
-}
-
-func (s *Source) onConfigRPC(ctx context.Context, args map[string]json.RawMessage) (any, error) {
-	raw, err := json.Marshal(args)
-	if err != nil {
-		return nil, err
-	}
-	config := make(map[string]any, len(args))
-	for k, v := range args {
-		var value any
-		if err := unmarshalNumbers(v, &value); err != nil {
-			return nil, err
-		}
-		config[k] = value
-	}
-	ctx, cancel := s.withRPCTimeout(ctx)
-	defer cancel()
-	return nil, s.applyConfig(ctx, config, raw)
-}
-
 // startTask starts the task, if any; lifeMu is held.
 func (s *Source) startTask() {
 	if s.opts.task == nil {
@@ -543,11 +466,7 @@ type taskKey struct{}
 
 // fail stops the source because of err, from a goroutine of its own.
 func (s *Source) fail(err error) {
-	s.causeMu.Lock()
-	if s.cause == nil {
-		s.cause = err
-	}
-	s.causeMu.Unlock()
+	s.cause.CompareAndSwap(nil, &err)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.rpcTimeout)
 		defer cancel()
@@ -574,9 +493,10 @@ func (s *Source) Done() <-chan struct{} { return s.done }
 // Err says why the source stopped itself (a task error or a lost
 // connection); nil while running and after a plain Stop.
 func (s *Source) Err() error {
-	s.causeMu.Lock()
-	defer s.causeMu.Unlock()
-	return s.cause
+	if cause := s.cause.Load(); cause != nil {
+		return *cause
+	}
+	return nil
 }
 
 // Run connects, then blocks until ctx ends (and stops the source, waiting
@@ -594,102 +514,6 @@ func (s *Source) Run(ctx context.Context) error {
 	case <-s.done:
 		return s.Err()
 	}
-}
-
-// metric returns the metric's buffer, creating it with the source's current
-// default chunk size.
-func (s *Source) metric(name string) *metric {
-	return s.metrics.getOrCreate(name, int(s.defaultChunkSize.Load()))
-}
-
-// DeclareMetrics declares metrics with their metadata to the manager. Every
-// name is checked first; nothing is declared if one is bad. Its cost is
-// linear in len(metrics), whatever the number already declared.
-// "chunkSize" is
-// added to metadata that lacks it (null for manual flushing), as the
-// reference does.
-func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata) error {
-	if err := s.usable(); err != nil {
-		return err
-	}
-	for name, md := range metrics {
-		if err := ValidateMetricName(name); err != nil {
-			return err
-		}
-		for key := range md {
-			if key == "source" || key == "historic" || (key != "" && key[0] == '_') {
-				s.log.Warn("metadata key is owned by the manager and will be dropped", "metric", name, "key", key)
-			}
-		}
-	}
-	request := make(declarations, 0, len(metrics))
-	plain := map[int]json.RawMessage{}
-	for name, md := range metrics {
-		m := s.metric(name)
-		m.mu.Lock()
-		chunkSize := m.chunkSize
-		m.mu.Unlock()
-		encoded, err := encodeMetadata(md, chunkSize, plain)
-		if err != nil {
-			return &MetricError{Metric: name, Err: fmt.Errorf("%w: metadata cannot be encoded as JSON: %v", ErrInvalid, err)}
-		}
-		request = append(request, declaration{m: m, metadata: encoded})
-	}
-	if len(request) == 0 {
-		return nil
-	}
-	ctx, cancel := s.withRPCTimeout(ctx)
-	defer cancel()
-	for {
-		s.declMu.Lock()
-		epoch := s.declEpoch
-		s.declMu.Unlock()
-		if _, err := s.rpc(ctx, "source.declare_metrics", map[string]any{"metrics": request}); err != nil {
-			return fmt.Errorf("declare %d metrics: %w", len(request), err)
-		}
-		s.declMu.Lock()
-		if s.pub() == nil {
-			s.declMu.Unlock()
-			return fmt.Errorf("declare %d metrics: %w", len(request), s.notConnectedErr())
-		}
-		for _, d := range request {
-			d.m.mu.Lock()
-			d.m.declared = true
-			d.m.declaration = d.metadata
-			d.m.mu.Unlock()
-		}
-		again := s.declEpoch != epoch
-		s.declMu.Unlock()
-		if !again {
-			return nil
-		}
-		// A reconnect collected the declared metrics to declare them again
-		// while this declaration was under way, maybe without these: send
-		// it once more, on the new connection (declaring is idempotent).
-	}
-}
-
-// DeclareMetricList declares metrics without metadata (beyond chunkSize).
-func (s *Source) DeclareMetricList(ctx context.Context, names []string) error {
-	metrics := make(map[string]Metadata, len(names))
-	for _, n := range names {
-		metrics[n] = nil
-	}
-	return s.DeclareMetrics(ctx, metrics)
-}
-
-// DeclaredMetrics lists the declared metric names, sorted.
-func (s *Source) DeclaredMetrics() []string {
-	var names []string
-	s.metrics.each(func(m *metric) {
-		m.mu.Lock()
-		if m.declared {
-			names = append(names, m.name)
-		}
-		m.mu.Unlock()
-	})
-	sort.Strings(names)
-	return names
 }
 
 // usable fails calls that need a running source.
@@ -710,299 +534,6 @@ func (s *Source) notConnectedErr() error {
 		return s.stoppedErr()
 	}
 	return fmt.Errorf("%w: source %q is not connected; call Connect first", ErrInvalid, s.token)
-}
-
-// ChunkSize returns the default chunk size for metrics created from now on.
-func (s *Source) ChunkSize() int { return int(s.defaultChunkSize.Load()) }
-
-// SetChunkSize sets the chunk size used by metrics first seen from now on:
-// a chunk is published as soon as a metric has n points buffered.
-// ChunkSizeManual (0) means only Flush publishes. The default is 1. A
-// chunk size above the buffer bound (see SetMaxBufferedPoints) is refused:
-// such a chunk could never fill.
-func (s *Source) SetChunkSize(n int) error {
-	if err := s.checkChunkSize(n); err != nil {
-		return err
-	}
-	s.defaultChunkSize.Store(int64(n))
-	return nil
-}
-
-func (s *Source) checkChunkSize(n int) error {
-	if err := validateChunkSize(n); err != nil {
-		return err
-	}
-	if limit := s.budget.limit.Load(); int64(n) > limit {
-		return fmt.Errorf("%w: chunk size %d exceeds the buffer of %d points and could never fill", ErrInvalid, n, limit)
-	}
-	return nil
-}
-
-// MaxBufferedPoints is the bound of points held until the broker confirms
-// them.
-func (s *Source) MaxBufferedPoints() int { return int(s.budget.limit.Load()) }
-
-// SetMetricChunkSize sets one metric's chunk size (see SetChunkSize). If the
-// metric already holds n points or more, they are published now.
-func (s *Source) SetMetricChunkSize(metric string, n int) error {
-	if err := ValidateMetricName(metric); err != nil {
-		return err
-	}
-	if err := s.checkChunkSize(n); err != nil {
-		return &MetricError{Metric: metric, Err: err}
-	}
-	m := s.metric(metric)
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.setChunkSize(s.pub(), n)
-	return nil
-}
-
-// MetricChunkSize returns a metric's chunk size: the default chunk size for
-// a metric not seen yet (asking does not create it).
-func (s *Source) MetricChunkSize(metric string) (int, error) {
-	if err := ValidateMetricName(metric); err != nil {
-		return 0, err
-	}
-	m := s.metrics.lookup(metric)
-	if m == nil {
-		return s.ChunkSize(), nil
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.chunkSize, nil
-}
-
-// sendable finds a declared metric for Send.
-func (s *Source) sendable(metric string) (*metric, error) {
-	m := s.metrics.lookup(metric)
-	if m == nil {
-		if err := ValidateMetricName(metric); err != nil {
-			return nil, err
-		}
-		return nil, s.undeclaredErr(metric)
-	}
-	return m, nil
-}
-
-// undeclaredErr is the error of a point for a metric that is not declared:
-// it says so, unless no metric can take points yet or any more.
-func (s *Source) undeclaredErr(metric string) error {
-	if s.stopped.Load() {
-		return s.stoppedErr()
-	}
-	if s.pub() == nil {
-		return s.notConnectedErr()
-	}
-	return &MetricError{Metric: metric, Err: ErrUndeclared}
-}
-
-// Send accepts one point. It never waits for the network: the point is
-// buffered and published with its chunk. It waits (until ctx ends) only when
-// the buffer bound is reached. An error means the point was not accepted,
-// so retrying it creates no duplicate. Timestamps of a metric must strictly
-// increase.
-func (s *Source) Send(ctx context.Context, metric string, t Timestamp, value float64) error {
-	m, err := s.sendable(metric)
-	if err != nil {
-		return err
-	}
-	if err := s.budget.acquire(ctx, 1, &s.stats); err != nil {
-		return s.budgetErr(metric, err)
-	}
-	m.mu.Lock()
-	if err := s.admit(m, int64(t)); err != nil {
-		m.mu.Unlock()
-		s.budget.release(1)
-		return err
-	}
-	m.add(s.pub(), int64(t), value)
-	m.accepted++
-	m.mu.Unlock()
-	return nil
-}
-
-func (s *Source) budgetErr(metric string, err error) error {
-	if errors.Is(err, errBudgetStopped) {
-		return s.stoppedErr()
-	}
-	return &MetricError{Metric: metric, Err: err}
-}
-
-// admit checks, under m.mu, whether a point at time first may be added.
-func (s *Source) admit(m *metric, first int64) error {
-	if err := s.takesPoints(m); err != nil {
-		return err
-	}
-	return m.follows(first)
-}
-
-// takesPoints checks, under m.mu, whether the metric takes points at all.
-func (s *Source) takesPoints(m *metric) error {
-	if s.stopped.Load() {
-		return s.stoppedErr()
-	}
-	if !m.declared {
-		return s.undeclaredErr(m.name)
-	}
-	return nil
-}
-
-// OrderError is the error of a point at t refused because the metric's last
-// accepted timestamp is last (t <= last). Layers that check the order
-// themselves before handing points to the Source use it, so that every
-// refusal reads alike.
-func OrderError(metric string, t, last Timestamp) error {
-	return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d ns is not after the last accepted %d ns", ErrOrder, t, last)}
-}
-
-// MetricState is a snapshot of one declared metric's sending state.
-type MetricState struct {
-	ChunkSize int       // points per chunk; ChunkSizeManual: Flush only
-	Open      int       // points accepted but not yet sealed into a chunk
-	Last      Timestamp // the last accepted timestamp, if HasLast
-	HasLast   bool
-}
-
-// MetricState returns a declared metric's state; for a metric that is not
-// declared, an error wrapping ErrUndeclared (or ErrStopped once stopped).
-// A layer that buffers points in front of Send (the C library does, to
-// cross into Go once per batch instead of once per point) reads it to
-// continue where the Source is.
-func (s *Source) MetricState(metric string) (MetricState, error) {
-	m, err := s.sendable(metric)
-	if err != nil {
-		return MetricState{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := s.takesPoints(m); err != nil {
-		return MetricState{}, err
-	}
-	return m.state(), nil
-}
-
-// SendBatch accepts several points of one metric, all or none. times must
-// strictly increase and start after the metric's last accepted timestamp.
-func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp, values []float64) error {
-	m, err := s.batchable(metric, times, values)
-	if err != nil || m == nil {
-		return err
-	}
-	if err := s.budget.acquire(ctx, len(times), &s.stats); err != nil {
-		return s.budgetErr(metric, err)
-	}
-	if err := s.appendBatch(m, times, values, true); err != nil {
-		s.budget.release(len(times))
-		return err
-	}
-	return nil
-}
-
-// Reserve takes buffer space for n points, waiting until ctx ends if need
-// be, for points the caller will hand over with SendBatchReserved. A layer
-// that holds points in front of the Source (the C library stages them in
-// C, to cross into Go once per batch rather than once per point) reserves
-// their space first, so that the buffer bound counts them too and a full
-// buffer makes its callers wait as Send would. metric names the refusal.
-func (s *Source) Reserve(ctx context.Context, metric string, n int) error {
-	if n < 1 {
-		return &MetricError{Metric: metric, Err: fmt.Errorf("%w: cannot reserve %d points", ErrInvalid, n)}
-	}
-	if err := s.budget.acquire(ctx, n, &s.stats); err != nil {
-		return s.budgetErr(metric, err)
-	}
-	return nil
-}
-
-// TryReserve takes buffer space for up to n points without waiting and
-// returns how many it took (see Reserve).
-func (s *Source) TryReserve(n int) int {
-	return int(s.budget.tryAcquireUpTo(int64(n)))
-}
-
-// Unreserve gives back reserved space that no point will use.
-func (s *Source) Unreserve(n int) {
-	if n > 0 {
-		s.budget.release(n)
-	}
-}
-
-// SendBatchReserved is SendBatch for points whose space the caller has
-// reserved: it never waits. On success the points use len(times) of the
-// reservation; on failure the reservation is untouched. The points are not
-// counted in Stats.PointsAccepted: the layer in front accepted them,
-// perhaps long before, and counts them itself (were both to count, the
-// sum could only be read consistently under both layers' locks).
-func (s *Source) SendBatchReserved(metric string, times []Timestamp, values []float64) error {
-	m, err := s.batchable(metric, times, values)
-	if err != nil || m == nil {
-		return err
-	}
-	return s.appendBatch(m, times, values, false)
-}
-
-// batchable checks a batch that does not depend on the metric's state; a
-// nil metric with a nil error means an empty batch.
-func (s *Source) batchable(metric string, times []Timestamp, values []float64) (*metric, error) {
-	if len(times) != len(values) {
-		return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
-	}
-	m, err := s.sendable(metric)
-	if err != nil || len(times) == 0 {
-		return nil, err
-	}
-	for i := 1; i < len(times); i++ {
-		if times[i] <= times[i-1] {
-			return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: batch timestamp %d (%d ns) is not after the one before (%d ns)", ErrOrder, i, times[i], times[i-1])}
-		}
-	}
-	return m, nil
-}
-
-// appendBatch adds a checked batch whose buffer space is taken, sealing
-// chunks as they fill; counted says whether it counts as accepted here.
-func (s *Source) appendBatch(m *metric, times []Timestamp, values []float64, counted bool) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := s.admit(m, int64(times[0])); err != nil {
-		return err
-	}
-	m.addBatch(s.pub(), timestampsAsInt64(times), values)
-	if counted {
-		m.accepted += uint64(len(times))
-	}
-	return nil
-}
-
-func (s *Source) sealAll() {
-	pub := s.pub()
-	s.metrics.each(func(m *metric) {
-		m.mu.Lock()
-		m.seal(pub)
-		m.mu.Unlock()
-	})
-}
-
-// Flush publishes every buffered point and returns once the broker has
-// confirmed all points accepted before the call. When ctx ends first, the
-// points stay buffered and are published later.
-func (s *Source) Flush(ctx context.Context) error {
-	if s.stopped.Load() {
-		return s.stoppedErr()
-	}
-	if err := s.usable(); err != nil {
-		return err
-	}
-	s.sealAll()
-	pub := s.pub()
-	if err := pub.waitConfirmed(ctx, pub.lastSealed()); err != nil {
-		if s.stopped.Load() {
-			return s.stoppedErr()
-		}
-		return fmt.Errorf("flush: %w", err)
-	}
-	return nil
 }
 
 // Stop ends the task, flushes, then closes both connections. Unlike the
@@ -1026,7 +557,6 @@ func (s *Source) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
 		s.stopping.Store(true)
 		s.stopFromTask = fromTask
-		close(s.stopCh)
 		s.stopCancel()
 		go s.stop(ctx)
 	})
@@ -1117,45 +647,4 @@ func (s *Source) shutdown() {
 		pub.close()
 	}
 	s.closeLinks()
-}
-
-// Stats returns the source's counters.
-func (s *Source) Stats() Stats {
-	return Stats{
-		PointsAccepted:  s.pointsAccepted(),
-		PointsPublished: s.stats.pointsPublished.Load(),
-		PointsConfirmed: s.stats.pointsConfirmed.Load(),
-		ChunksPublished: s.stats.chunksPublished.Load(),
-		ChunksConfirmed: s.stats.chunksConfirmed.Load(),
-		BytesPublished:  s.stats.bytesPublished.Load(),
-		BufferedPoints:  uint64(max(s.budget.used.Load(), 0)),
-		Reconnects:      s.stats.reconnects.Load(),
-		PublishErrors:   s.stats.publishErrors.Load(),
-		BufferFullWaits: s.stats.bufferFullWaits.Load(),
-		BlockedEvents:   s.stats.blockedEvents.Load(),
-		Blocked:         s.stats.blocked.Load(),
-
-		ChunksRepublished:    s.stats.chunksRepublished.Load(),
-		BufferFullTimeouts:   s.stats.bufferFullTimeouts.Load(),
-		PointsDropped:        s.stats.pointsDropped.Load(),
-		ManagementReconnects: s.stats.mgmtReconnects.Load(),
-		DataConnected:        s.stats.dataUp.Load(),
-		ManagementConnected:  s.stats.mgmtUp.Load(),
-	}
-}
-
-// timestampsAsInt64 views timestamps as their int64 nanoseconds (the same
-// memory), so that a batch is copied in one go.
-func timestampsAsInt64(ts []Timestamp) []int64 {
-	return unsafe.Slice((*int64)(unsafe.Pointer(unsafe.SliceData(ts))), len(ts))
-}
-
-func (s *Source) pointsAccepted() uint64 {
-	var n uint64
-	s.metrics.each(func(m *metric) {
-		m.mu.Lock()
-		n += m.accepted
-		m.mu.Unlock()
-	})
-	return n
 }

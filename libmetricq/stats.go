@@ -169,3 +169,38 @@ func (b *pointBudget) release(n int) {
 		b.mu.Unlock()
 	}
 }
+
+// Stats returns the source's counters.
+func (s *Source) Stats() Stats {
+	return Stats{
+		PointsAccepted:  s.pointsAccepted(),
+		PointsPublished: s.stats.pointsPublished.Load(),
+		PointsConfirmed: s.stats.pointsConfirmed.Load(),
+		ChunksPublished: s.stats.chunksPublished.Load(),
+		ChunksConfirmed: s.stats.chunksConfirmed.Load(),
+		BytesPublished:  s.stats.bytesPublished.Load(),
+		BufferedPoints:  uint64(max(s.budget.used.Load(), 0)),
+		Reconnects:      s.stats.reconnects.Load(),
+		PublishErrors:   s.stats.publishErrors.Load(),
+		BufferFullWaits: s.stats.bufferFullWaits.Load(),
+		BlockedEvents:   s.stats.blockedEvents.Load(),
+		Blocked:         s.stats.blocked.Load(),
+
+		ChunksRepublished:    s.stats.chunksRepublished.Load(),
+		BufferFullTimeouts:   s.stats.bufferFullTimeouts.Load(),
+		PointsDropped:        s.stats.pointsDropped.Load(),
+		ManagementReconnects: s.stats.mgmtReconnects.Load(),
+		DataConnected:        s.stats.dataUp.Load(),
+		ManagementConnected:  s.stats.mgmtUp.Load(),
+	}
+}
+
+func (s *Source) pointsAccepted() uint64 {
+	var n uint64
+	s.metrics.each(func(m *metric) {
+		m.mu.Lock()
+		n += m.accepted
+		m.mu.Unlock()
+	})
+	return n
+}

@@ -5,52 +5,81 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 )
 
+// linkSlot holds the current management link: empty before Connect and
+// after a failed attempt, replaced on reconnect, closed for good at stop.
+type linkSlot struct {
+	mu     sync.Mutex
+	link   *mgmtLink
+	next   chan struct{} // closed when link is replaced
+	closed bool          // no further link is installed
+}
+
+// current returns the link and a channel closed when it is replaced.
+func (ls *linkSlot) current() (*mgmtLink, <-chan struct{}) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.next == nil {
+		ls.next = make(chan struct{})
+	}
+	return ls.link, ls.next
+}
+
+// install makes l current and wakes those waiting for a new link; false
+// once the slot is closed.
+func (ls *linkSlot) install(l *mgmtLink) bool {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	if ls.closed {
+		return false
+	}
+	ls.link = l
+	if ls.next != nil {
+		close(ls.next)
+	}
+	ls.next = make(chan struct{})
+	return true
+}
+
+// take empties the slot and returns what it held; forGood keeps later
+// links out.
+func (ls *linkSlot) take(forGood bool) *mgmtLink {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l := ls.link
+	ls.link = nil
+	ls.closed = ls.closed || forGood
+	return l
+}
+
 func (s *Source) link() *mgmtLink {
-	s.mgmtMu.Lock()
-	defer s.mgmtMu.Unlock()
-	return s.mgmt
+	l, _ := s.mgmt.current()
+	return l
 }
 
 // setLink installs a new management link and wakes calls waiting for one.
 // Once the source has shut its links down it refuses (and closes) l.
 func (s *Source) setLink(l *mgmtLink) bool {
-	s.mgmtMu.Lock()
-	if s.mgmtClosed {
-		s.mgmtMu.Unlock()
+	if !s.mgmt.install(l) {
 		l.close()
 		return false
 	}
-	s.mgmt = l
-	close(s.mgmtNext)
-	s.mgmtNext = make(chan struct{})
-	s.mgmtMu.Unlock()
 	s.stats.mgmtUp.Store(true)
 	return true
 }
 
 // dropLink closes the link a failed connect attempt installed; a later
 // attempt may install another.
-func (s *Source) dropLink() {
-	s.mgmtMu.Lock()
-	l := s.mgmt
-	s.mgmt = nil
-	s.mgmtMu.Unlock()
-	if l != nil {
-		l.close()
-	}
-	s.stats.mgmtUp.Store(false)
-}
+func (s *Source) dropLink() { s.closeLink(false) }
 
 // closeLinks shuts the current management link down and keeps later ones
 // from being installed.
-func (s *Source) closeLinks() {
-	s.mgmtMu.Lock()
-	s.mgmtClosed = true
-	l := s.mgmt
-	s.mgmtMu.Unlock()
-	if l != nil {
+func (s *Source) closeLinks() { s.closeLink(true) }
+
+func (s *Source) closeLink(forGood bool) {
+	if l := s.mgmt.take(forGood); l != nil {
 		l.close()
 	}
 	s.stats.mgmtUp.Store(false)
@@ -61,9 +90,7 @@ func (s *Source) closeLinks() {
 // declare_metrics are idempotent at the manager.
 func (s *Source) rpc(ctx context.Context, function string, args map[string]any) (map[string]json.RawMessage, error) {
 	for {
-		s.mgmtMu.Lock()
-		l, replaced := s.mgmt, s.mgmtNext
-		s.mgmtMu.Unlock()
+		l, replaced := s.mgmt.current()
 		if l == nil {
 			return nil, fmt.Errorf("%w: not connected", ErrStopped)
 		}
@@ -78,7 +105,7 @@ func (s *Source) rpc(ctx context.Context, function string, args map[string]any) 
 		case <-replaced:
 		case <-ctx.Done():
 			return nil, fmt.Errorf("rpc %s: waiting for the management connection (%v): %w", function, err, ctx.Err())
-		case <-s.stopCh:
+		case <-s.stopCtx.Done():
 			return nil, s.stoppedErr()
 		}
 	}
@@ -94,7 +121,7 @@ func (s *Source) superviseMgmt(l *mgmtLink) {
 	for {
 		select {
 		case <-l.done:
-		case <-s.stopCh:
+		case <-s.stopCtx.Done():
 			return
 		}
 		if s.stopping.Load() {

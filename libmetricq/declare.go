@@ -1,0 +1,102 @@
+package libmetricq
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+)
+
+// Metadata describes a metric: free-form JSON keys such as "unit", "rate",
+// "description" (see the MetricQ metadata conventions).
+type Metadata map[string]any
+
+// DeclareMetrics declares metrics with their metadata to the manager. Every
+// name is checked first; nothing is declared if one is bad. Its cost is
+// linear in len(metrics), whatever the number already declared.
+// "chunkSize" is
+// added to metadata that lacks it (null for manual flushing), as the
+// reference does.
+func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata) error {
+	if err := s.usable(); err != nil {
+		return err
+	}
+	for name, md := range metrics {
+		if err := ValidateMetricName(name); err != nil {
+			return err
+		}
+		for key := range md {
+			if key == "source" || key == "historic" || (key != "" && key[0] == '_') {
+				s.log.Warn("metadata key is owned by the manager and will be dropped", "metric", name, "key", key)
+			}
+		}
+	}
+	request := make(declarations, 0, len(metrics))
+	plain := map[int]json.RawMessage{}
+	for name, md := range metrics {
+		m := s.metric(name)
+		m.mu.Lock()
+		chunkSize := m.chunkSize
+		m.mu.Unlock()
+		encoded, err := encodeMetadata(md, chunkSize, plain)
+		if err != nil {
+			return &MetricError{Metric: name, Err: fmt.Errorf("%w: metadata cannot be encoded as JSON: %v", ErrInvalid, err)}
+		}
+		request = append(request, declaration{m: m, metadata: encoded})
+	}
+	if len(request) == 0 {
+		return nil
+	}
+	ctx, cancel := s.withRPCTimeout(ctx)
+	defer cancel()
+	for {
+		s.declMu.Lock()
+		epoch := s.declEpoch
+		s.declMu.Unlock()
+		if _, err := s.rpc(ctx, "source.declare_metrics", map[string]any{"metrics": request}); err != nil {
+			return fmt.Errorf("declare %d metrics: %w", len(request), err)
+		}
+		s.declMu.Lock()
+		if s.pub() == nil {
+			s.declMu.Unlock()
+			return fmt.Errorf("declare %d metrics: %w", len(request), s.notConnectedErr())
+		}
+		for _, d := range request {
+			d.m.mu.Lock()
+			d.m.declared = true
+			d.m.declaration = d.metadata
+			d.m.mu.Unlock()
+		}
+		again := s.declEpoch != epoch
+		s.declMu.Unlock()
+		if !again {
+			return nil
+		}
+		// A reconnect collected the declared metrics to declare them again
+		// while this declaration was under way, maybe without these: send
+		// it once more, on the new connection (declaring is idempotent).
+	}
+}
+
+// DeclareMetricList declares metrics without metadata (beyond chunkSize).
+func (s *Source) DeclareMetricList(ctx context.Context, names []string) error {
+	metrics := make(map[string]Metadata, len(names))
+	for _, n := range names {
+		metrics[n] = nil
+	}
+	return s.DeclareMetrics(ctx, metrics)
+}
+
+// DeclaredMetrics lists the declared metric names, sorted.
+func (s *Source) DeclaredMetrics() []string {
+	var names []string
+	s.metrics.each(func(m *metric) {
+		m.mu.Lock()
+		if m.declared {
+			names = append(names, m.name)
+		}
+		m.mu.Unlock()
+	})
+	sort.Strings(names)
+	return names
+}

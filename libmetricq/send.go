@@ -1,0 +1,330 @@
+package libmetricq
+
+// The point path: what Send and its kin accept, how points wait in their
+// metric's open chunk and the bounded buffer, and Flush.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+)
+
+// logBufferFull reports that Sends wait for buffer space: at most one line
+// every 10 s, so that a full buffer is visible but does not flood the log.
+func (s *Source) logBufferFull() {
+	now := time.Now().UnixNano()
+	last := s.fullLogged.Load()
+	if now-last < int64(10*time.Second) || !s.fullLogged.CompareAndSwap(last, now) {
+		return
+	}
+	s.log.Warn("buffer full: Send waits for the broker to confirm buffered points, and fails with a timeout if none are",
+		"max_buffered_points", s.budget.limit.Load(), "data_connected", s.stats.dataUp.Load(),
+		"broker_blocking", s.stats.blocked.Load(), "waits_so_far", s.stats.bufferFullWaits.Load())
+}
+
+// metric returns the metric's buffer, creating it with the source's current
+// default chunk size.
+func (s *Source) metric(name string) *metric {
+	return s.metrics.getOrCreate(name, int(s.defaultChunkSize.Load()))
+}
+
+// ChunkSize returns the default chunk size for metrics created from now on.
+func (s *Source) ChunkSize() int { return int(s.defaultChunkSize.Load()) }
+
+// SetChunkSize sets the chunk size used by metrics first seen from now on:
+// a chunk is published as soon as a metric has n points buffered.
+// ChunkSizeManual (0) means only Flush publishes. The default is 1. A
+// chunk size above the buffer bound (see SetMaxBufferedPoints) is refused:
+// such a chunk could never fill.
+func (s *Source) SetChunkSize(n int) error {
+	if err := s.checkChunkSize(n); err != nil {
+		return err
+	}
+	s.defaultChunkSize.Store(int64(n))
+	return nil
+}
+
+func (s *Source) checkChunkSize(n int) error {
+	if err := validateChunkSize(n); err != nil {
+		return err
+	}
+	if limit := s.budget.limit.Load(); int64(n) > limit {
+		return fmt.Errorf("%w: chunk size %d exceeds the buffer of %d points and could never fill", ErrInvalid, n, limit)
+	}
+	return nil
+}
+
+// MaxBufferedPoints is the bound of points held until the broker confirms
+// them.
+func (s *Source) MaxBufferedPoints() int { return int(s.budget.limit.Load()) }
+
+// SetMetricChunkSize sets one metric's chunk size (see SetChunkSize). If the
+// metric already holds n points or more, they are published now.
+func (s *Source) SetMetricChunkSize(metric string, n int) error {
+	if err := ValidateMetricName(metric); err != nil {
+		return err
+	}
+	if err := s.checkChunkSize(n); err != nil {
+		return &MetricError{Metric: metric, Err: err}
+	}
+	m := s.metric(metric)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.setChunkSize(s.pub(), n)
+	return nil
+}
+
+// MetricChunkSize returns a metric's chunk size: the default chunk size for
+// a metric not seen yet (asking does not create it).
+func (s *Source) MetricChunkSize(metric string) (int, error) {
+	if err := ValidateMetricName(metric); err != nil {
+		return 0, err
+	}
+	m := s.metrics.lookup(metric)
+	if m == nil {
+		return s.ChunkSize(), nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.chunkSize, nil
+}
+
+// sendable finds a declared metric for Send.
+func (s *Source) sendable(metric string) (*metric, error) {
+	m := s.metrics.lookup(metric)
+	if m == nil {
+		if err := ValidateMetricName(metric); err != nil {
+			return nil, err
+		}
+		return nil, s.undeclaredErr(metric)
+	}
+	return m, nil
+}
+
+// undeclaredErr is the error of a point for a metric that is not declared:
+// it says so, unless no metric can take points yet or any more.
+func (s *Source) undeclaredErr(metric string) error {
+	if s.stopped.Load() {
+		return s.stoppedErr()
+	}
+	if s.pub() == nil {
+		return s.notConnectedErr()
+	}
+	return &MetricError{Metric: metric, Err: ErrUndeclared}
+}
+
+// Send accepts one point. It never waits for the network: the point is
+// buffered and published with its chunk. It waits (until ctx ends) only when
+// the buffer bound is reached. An error means the point was not accepted,
+// so retrying it creates no duplicate. Timestamps of a metric must strictly
+// increase.
+func (s *Source) Send(ctx context.Context, metric string, t Timestamp, value float64) error {
+	m, err := s.sendable(metric)
+	if err != nil {
+		return err
+	}
+	if err := s.budget.acquire(ctx, 1, &s.stats); err != nil {
+		return s.budgetErr(metric, err)
+	}
+	m.mu.Lock()
+	if err := s.admit(m, int64(t)); err != nil {
+		m.mu.Unlock()
+		s.budget.release(1)
+		return err
+	}
+	m.add(s.pub(), int64(t), value)
+	m.accepted++
+	m.mu.Unlock()
+	return nil
+}
+
+func (s *Source) budgetErr(metric string, err error) error {
+	if errors.Is(err, errBudgetStopped) {
+		return s.stoppedErr()
+	}
+	return &MetricError{Metric: metric, Err: err}
+}
+
+// admit checks, under m.mu, whether a point at time first may be added.
+func (s *Source) admit(m *metric, first int64) error {
+	if err := s.takesPoints(m); err != nil {
+		return err
+	}
+	return m.follows(first)
+}
+
+// takesPoints checks, under m.mu, whether the metric takes points at all.
+func (s *Source) takesPoints(m *metric) error {
+	if s.stopped.Load() {
+		return s.stoppedErr()
+	}
+	if !m.declared {
+		return s.undeclaredErr(m.name)
+	}
+	return nil
+}
+
+// OrderError is the error of a point at t refused because the metric's last
+// accepted timestamp is last (t <= last). Layers that check the order
+// themselves before handing points to the Source use it, so that every
+// refusal reads alike.
+func OrderError(metric string, t, last Timestamp) error {
+	return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d ns is not after the last accepted %d ns", ErrOrder, t, last)}
+}
+
+// MetricState is a snapshot of one declared metric's sending state.
+type MetricState struct {
+	ChunkSize int       // points per chunk; ChunkSizeManual: Flush only
+	Open      int       // points accepted but not yet sealed into a chunk
+	Last      Timestamp // the last accepted timestamp, if HasLast
+	HasLast   bool
+}
+
+// MetricState returns a declared metric's state; for a metric that is not
+// declared, an error wrapping ErrUndeclared (or ErrStopped once stopped).
+// A layer that buffers points in front of Send (the C library does, to
+// cross into Go once per batch instead of once per point) reads it to
+// continue where the Source is.
+func (s *Source) MetricState(metric string) (MetricState, error) {
+	m, err := s.sendable(metric)
+	if err != nil {
+		return MetricState{}, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := s.takesPoints(m); err != nil {
+		return MetricState{}, err
+	}
+	return m.state(), nil
+}
+
+// SendBatch accepts several points of one metric, all or none. times must
+// strictly increase and start after the metric's last accepted timestamp.
+func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp, values []float64) error {
+	m, err := s.batchable(metric, times, values)
+	if err != nil || m == nil {
+		return err
+	}
+	if err := s.budget.acquire(ctx, len(times), &s.stats); err != nil {
+		return s.budgetErr(metric, err)
+	}
+	if err := s.appendBatch(m, times, values, true); err != nil {
+		s.budget.release(len(times))
+		return err
+	}
+	return nil
+}
+
+// Reserve takes buffer space for n points, waiting until ctx ends if need
+// be, for points the caller will hand over with SendBatchReserved. A layer
+// that holds points in front of the Source (the C library stages them in
+// C, to cross into Go once per batch rather than once per point) reserves
+// their space first, so that the buffer bound counts them too and a full
+// buffer makes its callers wait as Send would. metric names the refusal.
+func (s *Source) Reserve(ctx context.Context, metric string, n int) error {
+	if n < 1 {
+		return &MetricError{Metric: metric, Err: fmt.Errorf("%w: cannot reserve %d points", ErrInvalid, n)}
+	}
+	if err := s.budget.acquire(ctx, n, &s.stats); err != nil {
+		return s.budgetErr(metric, err)
+	}
+	return nil
+}
+
+// TryReserve takes buffer space for up to n points without waiting and
+// returns how many it took (see Reserve).
+func (s *Source) TryReserve(n int) int {
+	return int(s.budget.tryAcquireUpTo(int64(n)))
+}
+
+// Unreserve gives back reserved space that no point will use.
+func (s *Source) Unreserve(n int) {
+	if n > 0 {
+		s.budget.release(n)
+	}
+}
+
+// SendBatchReserved is SendBatch for points whose space the caller has
+// reserved: it never waits. On success the points use len(times) of the
+// reservation; on failure the reservation is untouched. The points are not
+// counted in Stats.PointsAccepted: the layer in front accepted them,
+// perhaps long before, and counts them itself (were both to count, the
+// sum could only be read consistently under both layers' locks).
+func (s *Source) SendBatchReserved(metric string, times []Timestamp, values []float64) error {
+	m, err := s.batchable(metric, times, values)
+	if err != nil || m == nil {
+		return err
+	}
+	return s.appendBatch(m, times, values, false)
+}
+
+// batchable checks a batch that does not depend on the metric's state; a
+// nil metric with a nil error means an empty batch.
+func (s *Source) batchable(metric string, times []Timestamp, values []float64) (*metric, error) {
+	if len(times) != len(values) {
+		return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
+	}
+	m, err := s.sendable(metric)
+	if err != nil || len(times) == 0 {
+		return nil, err
+	}
+	for i := 1; i < len(times); i++ {
+		if times[i] <= times[i-1] {
+			return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: batch timestamp %d (%d ns) is not after the one before (%d ns)", ErrOrder, i, times[i], times[i-1])}
+		}
+	}
+	return m, nil
+}
+
+// appendBatch adds a checked batch whose buffer space is taken, sealing
+// chunks as they fill; counted says whether it counts as accepted here.
+func (s *Source) appendBatch(m *metric, times []Timestamp, values []float64, counted bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := s.admit(m, int64(times[0])); err != nil {
+		return err
+	}
+	m.addBatch(s.pub(), timestampsAsInt64(times), values)
+	if counted {
+		m.accepted += uint64(len(times))
+	}
+	return nil
+}
+
+func (s *Source) sealAll() {
+	pub := s.pub()
+	s.metrics.each(func(m *metric) {
+		m.mu.Lock()
+		m.seal(pub)
+		m.mu.Unlock()
+	})
+}
+
+// Flush publishes every buffered point and returns once the broker has
+// confirmed all points accepted before the call. When ctx ends first, the
+// points stay buffered and are published later.
+func (s *Source) Flush(ctx context.Context) error {
+	if s.stopped.Load() {
+		return s.stoppedErr()
+	}
+	if err := s.usable(); err != nil {
+		return err
+	}
+	s.sealAll()
+	pub := s.pub()
+	if err := pub.waitConfirmed(ctx, pub.lastSealed()); err != nil {
+		if s.stopped.Load() {
+			return s.stoppedErr()
+		}
+		return fmt.Errorf("flush: %w", err)
+	}
+	return nil
+}
+
+// timestampsAsInt64 views timestamps as their int64 nanoseconds (the same
+// memory), so that a batch is copied in one go.
+func timestampsAsInt64(ts []Timestamp) []int64 {
+	return unsafe.Slice((*int64)(unsafe.Pointer(unsafe.SliceData(ts))), len(ts))
+}

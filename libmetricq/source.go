@@ -283,9 +283,13 @@ func (s *Source) beginAttempt(ctx context.Context) (*connectAttempt, error) {
 			return nil, fmt.Errorf("%w: source %q already connected", ErrInvalid, s.token)
 		case earlier == nil:
 			a := &connectAttempt{done: make(chan struct{})}
-			a.ctx, a.cancel = context.WithCancel(ctx)
-			// Stop cancels the attempt: it is undone and fails.
-			context.AfterFunc(s.stopCtx, a.cancel)
+			var cancel context.CancelFunc
+			a.ctx, cancel = context.WithCancel(ctx)
+			// Stop cancels the attempt: it is undone and fails. The
+			// attempt's end unregisters that, so that a source retrying
+			// for days does not pile registrations up.
+			unwatch := context.AfterFunc(s.stopCtx, cancel)
+			a.cancel = func() { unwatch(); cancel() }
 			s.attempt, s.phase = a, phaseConnecting
 			s.lifeMu.Unlock()
 			return a, nil

@@ -20,18 +20,17 @@ import (
 
 // The broker lock. Every test binary that uses the broker (through URL)
 // holds a shared flock on $TMPDIR/libmetricq-broker.lock for as long as it
-// runs; a test that restarts the broker or changes its global settings takes
-// it exclusively (ExclusiveBroker), so it waits until no other binary of
-// this or any concurrent run is using the broker, and they wait for it.
-// scripts/broker.sh takes the same lock before it restarts the broker.
+// runs; scripts/broker.sh takes it exclusively before it restarts the
+// broker, so it waits until no binary of any run is using the broker. No
+// test restarts the shared broker or changes its global settings: those
+// that must run a node of their own (StartPrivateBroker).
 const brokerLockName = "libmetricq-broker.lock"
 
 var broker struct {
-	mu        sync.Mutex
-	file      *os.File // kept reachable: its finalizer would drop the lock
-	shared    bool     // LOCK_SH held
-	exclusive int      // ExclusiveBroker calls in progress
-	err       error
+	mu     sync.Mutex
+	file   *os.File // kept reachable: its finalizer would drop the lock
+	shared bool     // LOCK_SH held
+	err    error
 }
 
 // BrokerLockPath is the lock file shared with scripts/broker.sh.
@@ -49,7 +48,7 @@ func sharedBroker(t testing.TB) {
 	t.Helper()
 	broker.mu.Lock()
 	defer broker.mu.Unlock()
-	if broker.shared || broker.exclusive > 0 {
+	if broker.shared {
 		return
 	}
 	f, err := brokerFile()
@@ -66,7 +65,7 @@ func sharedBroker(t testing.TB) {
 // takes it again afterwards.
 func withoutSharedBroker(wait func() error) error {
 	broker.mu.Lock()
-	held := broker.shared && broker.exclusive == 0
+	held := broker.shared
 	if held {
 		_ = syscall.Flock(int(broker.file.Fd()), syscall.LOCK_UN)
 		broker.shared = false
@@ -75,7 +74,7 @@ func withoutSharedBroker(wait func() error) error {
 	err := wait()
 	if held {
 		broker.mu.Lock()
-		if !broker.shared && broker.exclusive == 0 {
+		if !broker.shared {
 			if lerr := syscall.Flock(int(broker.file.Fd()), syscall.LOCK_SH); lerr == nil {
 				broker.shared = true
 			}
@@ -83,55 +82,6 @@ func withoutSharedBroker(wait func() error) error {
 		broker.mu.Unlock()
 	}
 	return err
-}
-
-// ExclusiveBroker makes the calling test the only user of the broker among
-// all test binaries (of this run and of concurrent runs), for tests that
-// restart it or change global settings (resource alarms). It waits until
-// the other binaries have exited or are waiting for the vhost lock, and
-// holds the lock until the test ends.
-//
-// It takes the vhost lock (ExclusiveVhost) first: the vhost lock is always
-// taken before the exclusive broker lock, and a binary waiting for the vhost
-// lock holds no broker lock, so the two never wait for each other.
-func ExclusiveBroker(t testing.TB) {
-	t.Helper()
-	ExclusiveVhost(t)
-	broker.mu.Lock()
-	f, err := brokerFile()
-	if err != nil {
-		broker.mu.Unlock()
-		t.Fatalf("lock %s: %v", BrokerLockPath(), err)
-	}
-	broker.exclusive++
-	first := broker.exclusive == 1
-	broker.mu.Unlock()
-	if first {
-		start := time.Now()
-		// Converting LOCK_SH to LOCK_EX drops the shared lock first, so two
-		// binaries converting at once do not deadlock.
-		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-			t.Logf("waiting for other test binaries to finish with the broker (%s)", BrokerLockPath())
-			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-				t.Fatalf("lock %s: %v", BrokerLockPath(), err)
-			}
-			t.Logf("broker lock taken after %v", time.Since(start).Round(time.Millisecond))
-		}
-		broker.mu.Lock()
-		broker.shared = false
-		broker.mu.Unlock()
-	}
-	t.Cleanup(func() {
-		broker.mu.Lock()
-		defer broker.mu.Unlock()
-		broker.exclusive--
-		if broker.exclusive == 0 {
-			// Back to shared: LOCK_SH on the same descriptor converts.
-			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH); err == nil {
-				broker.shared = true
-			}
-		}
-	})
 }
 
 // Rabbitmqctl runs rabbitmqctl (from PATH or /usr/sbin) with args and

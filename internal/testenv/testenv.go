@@ -84,9 +84,9 @@ var (
 // temporary directory, waiting for another binary to exit. The lock is held
 // until this process exits, so calling it again, from any test, is free.
 //
-// While it waits, the process lets go of its shared broker lock (see
-// ExclusiveBroker), so that a binary holding the vhost and waiting to
-// restart the broker does not wait for this one, which waits for it.
+// While it waits, the process lets go of its shared broker lock, so that
+// scripts/broker.sh, waiting to restart the broker, does not wait for a
+// binary that only waits.
 func ExclusiveVhost(t testing.TB) {
 	t.Helper()
 	u := envURL(t)

@@ -125,7 +125,9 @@ int mq_source_flush(mq_source *src, double timeout);
 int mq_source_config(mq_source *src, char *buf, size_t size);
 
 /* Flushes (within timeout), then disconnects. Idempotent. Later calls on src return
-   MQ_ERR_STOPPED. */
+   MQ_ERR_STOPPED. Returns within timeout whatever the network or the broker do;
+   points the broker has not confirmed by then are given up, counted in
+   points_dropped and named in mq_last_error() ("N points not delivered"). */
 int mq_source_stop(mq_source *src, double timeout);
 
 /* Stops if needed and releases the handle. NULL is a no-op. Any later call with this

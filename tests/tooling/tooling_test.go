@@ -1,11 +1,13 @@
 package tooling
 
 import (
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -178,5 +180,48 @@ func TestCheckFails(t *testing.T) {
 			}
 			t.Fatalf("no problem contains %q; problems:\n%s", c.want, strings.Join(rep.Problems, "\n"))
 		})
+	}
+}
+
+// TestEnsureNotRoot: not as root, missing packages are not installed; one
+// message names the one command that installs them all, and the exit
+// status is 1. The tools are made missing by a PATH holding only what
+// scripts/ensure-tools.sh itself needs; as root, the script runs as nobody.
+func TestEnsureNotRoot(t *testing.T) {
+	root := repoRoot(t)
+	// Not t.TempDir, which only its owner may enter.
+	bin, err := os.MkdirTemp("", "ensure-path-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(bin) })
+	if err := os.Chmod(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tool := range []string{"bash", "sed", "awk", "grep", "dirname", "id"} {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(p, filepath.Join(bin, tool)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(filepath.Join(bin, "bash"), filepath.Join(root, "scripts", "ensure-tools.sh"), "gfortran", "cmake")
+	cmd.Env = []string{"PATH=" + bin, "LC_ALL=C"}
+	if os.Geteuid() == 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+		t.Fatalf("exit status: %v, want 1; output:\n%s", err, out)
+	}
+	want := "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y gfortran cmake\n"
+	if n := strings.Count(string(out), want); n != 1 {
+		t.Errorf("the install command %q appears %d times, want once; output:\n%s", want, n, out)
+	}
+	if strings.Contains(string(out), "apt-get install -y gfortran cmake (output:") {
+		t.Errorf("it tried to install, not as root; output:\n%s", out)
 	}
 }

@@ -35,6 +35,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq"
 	"github.com/libmetricq/libmetricq/libmetricq/syncsource"
 )
@@ -251,7 +252,7 @@ func create(url, token *C.char) (*syncsource.Source, error) {
 	}
 	s, err := syncsource.New(u, t)
 	if err != nil {
-		return nil, redacted{syncsource.RedactPassword(u, err.Error()), err}
+		return nil, redacted{amqpkit.RedactText(u, err.Error()), err}
 	}
 	return s, nil
 }

@@ -106,10 +106,6 @@ func (s *Source) ErrorText(err error) string { return s.redact(err.Error()) }
 
 func (s *Source) redact(text string) string { return s.redactor.Text(text) }
 
-// RedactPassword removes the password of rawURL from text. New's errors
-// are already redacted; this is for texts made before a Source exists.
-func RedactPassword(rawURL, text string) string { return amqpkit.RedactText(rawURL, text) }
-
 // margin is how much earlier than the caller's deadline a handed-over
 // operation's context ends, so that its own error (which says why) wins
 // the race against the caller's timer.

@@ -2,6 +2,7 @@ package libmetricq
 
 import (
 	"encoding/json"
+	"hash/maphash"
 	"maps"
 	"sync"
 	"sync/atomic"
@@ -15,6 +16,7 @@ import (
 // with many declared but quiet metrics costs little more than their names.
 type metric struct {
 	name string
+	hash uint64 // of name, for the metric table
 
 	mu       sync.Mutex
 	declared bool
@@ -29,20 +31,58 @@ type metric struct {
 	accepted    uint64 // points accepted, for Stats (counted here, under mu, rather than in a shared atomic)
 }
 
-// metricTable finds a metric by name. Metrics are added, never removed, so
-// a lookup needs no lock (sync.Map reads are lock-free) and adding one
-// costs the same at 100,000 metrics as at 10: declaring N metrics is O(N).
+// metricTable finds a metric by name. Metrics are added, never removed,
+// which allows a table of its own rather than a sync.Map: open addressing
+// in an array of pointers, read without a lock, written under mu, replaced
+// by one twice its size when half full. A lookup costs a hash and, among
+// 100,000 metrics, about three cache misses (the slot, the metric, its
+// name), against twice that for the levels of a sync.Map's trie; adding a
+// metric costs O(1) amortised, so declaring N metrics, in one call or in
+// N, is O(N). The zero value is an empty table.
 type metricTable struct {
-	byName sync.Map // string -> *metric
-	count  atomic.Int64
+	slots atomic.Pointer[metricSlots]
+	count atomic.Int64
+	mu    sync.Mutex // serialises adding metrics and growing
 }
+
+// metricSlots is one generation of the table: a power-of-two number of
+// slots, each nil or a metric at (or linearly after) its hash's slot.
+type metricSlots struct {
+	slot []atomic.Pointer[metric]
+	mask uint64
+}
+
+var metricHashSeed = maphash.MakeSeed()
 
 // lookup returns the named metric, nil if it was never created.
 func (t *metricTable) lookup(name string) *metric {
-	if v, ok := t.byName.Load(name); ok {
-		return v.(*metric)
+	h := maphash.String(metricHashSeed, name)
+	for {
+		slots := t.slots.Load()
+		if slots == nil {
+			return nil
+		}
+		if m := slots.find(name, h); m != nil {
+			return m
+		}
+		// Not in this generation: absent, unless the table grew meanwhile
+		// and the metric was added to the new one only.
+		if t.slots.Load() == slots {
+			return nil
+		}
 	}
-	return nil
+}
+
+func (s *metricSlots) find(name string, h uint64) *metric {
+	for i := h & s.mask; ; i = (i + 1) & s.mask {
+		m := s.slot[i].Load()
+		if m == nil {
+			return nil
+		}
+		if m.hash == h && m.name == name {
+			return m
+		}
+	}
 }
 
 // getOrCreate returns the named metric, creating it with chunkSize.
@@ -50,20 +90,63 @@ func (t *metricTable) getOrCreate(name string, chunkSize int) *metric {
 	if m := t.lookup(name); m != nil {
 		return m
 	}
-	v, loaded := t.byName.LoadOrStore(name, &metric{name: name, chunkSize: chunkSize})
-	if !loaded {
-		t.count.Add(1)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h := maphash.String(metricHashSeed, name)
+	slots := t.slots.Load()
+	if slots != nil {
+		if m := slots.find(name, h); m != nil {
+			return m
+		}
 	}
-	return v.(*metric)
+	if n := t.count.Load() + 1; slots == nil || uint64(2*n) > slots.mask+1 {
+		slots = t.grow(slots)
+	}
+	m := &metric{name: name, hash: h, chunkSize: chunkSize}
+	slots.put(m)
+	t.count.Add(1)
+	return m
+}
+
+// grow installs a generation twice the size (16 slots at first), under mu.
+func (t *metricTable) grow(old *metricSlots) *metricSlots {
+	size := uint64(16)
+	if old != nil {
+		size = 2 * (old.mask + 1)
+	}
+	next := &metricSlots{slot: make([]atomic.Pointer[metric], size), mask: size - 1}
+	if old != nil {
+		for i := range old.slot {
+			if m := old.slot[i].Load(); m != nil {
+				next.put(m)
+			}
+		}
+	}
+	t.slots.Store(next)
+	return next
+}
+
+// put stores m in its first free slot; under mu, with a free slot left.
+func (s *metricSlots) put(m *metric) {
+	i := m.hash & s.mask
+	for s.slot[i].Load() != nil {
+		i = (i + 1) & s.mask
+	}
+	s.slot[i].Store(m)
 }
 
 // each calls fn for every metric, including every metric created before
-// the call began; fn must not create metrics.
+// the call began.
 func (t *metricTable) each(fn func(*metric)) {
-	t.byName.Range(func(_, v any) bool {
-		fn(v.(*metric))
-		return true
-	})
+	slots := t.slots.Load()
+	if slots == nil {
+		return
+	}
+	for i := range slots.slot {
+		if m := slots.slot[i].Load(); m != nil {
+			fn(m)
+		}
+	}
 }
 
 // len is the number of metrics.

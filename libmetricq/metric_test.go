@@ -95,3 +95,31 @@ func TestMetricTableCreatesOnce(t *testing.T) {
 		t.Error("lookup disagrees with getOrCreate")
 	}
 }
+
+// A metric once created is found by every later lookup, also while the
+// table grows under it.
+func TestMetricTableFindsWhileGrowing(t *testing.T) {
+	var table metricTable
+	const names = 20000
+	created := make(chan int, names)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range created {
+			name := fmt.Sprintf("m%d", i)
+			if table.lookup(name) == nil {
+				t.Errorf("%s created but not found", name)
+				return
+			}
+		}
+	}()
+	for i := range names {
+		table.getOrCreate(fmt.Sprintf("m%d", i), 1)
+		created <- i
+	}
+	close(created)
+	<-done
+	if table.lookup("never") != nil || table.len() != names {
+		t.Errorf("len %d, want %d; or a name never created was found", table.len(), names)
+	}
+}

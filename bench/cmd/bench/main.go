@@ -104,6 +104,10 @@ type bench struct {
 func main() {
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("bench: ")
+	if len(os.Args) > 1 && os.Args[1] == goScaleMode {
+		goScaleProducer(os.Args[2:])
+		return
+	}
 	cfg, err := loadConfig()
 	if err != nil {
 		log.Fatal(err)

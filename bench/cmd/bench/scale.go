@@ -1,9 +1,10 @@
 package main
 
 // The scaling section: one source with N metrics, N from 100 to 100,000,
-// ours (a C host, mqbench scale) beside the reference (metricq.Source,
-// pybench ref-scale) against the same local manager, restarted before
-// every run so that each declaration meets an empty one.
+// ours (a C host, mqbench scale; and a Go host, the driver itself in
+// goScaleMode) beside the reference (metricq.Source, pybench ref-scale)
+// against the same local manager, restarted before every run so that each
+// declaration meets an empty one.
 
 import (
 	"bytes"
@@ -21,6 +22,16 @@ var scaleSizes = []int{100, 1_000, 10_000, 100_000}
 
 // scaleChunk is the chunk size of every metric in the scaling runs.
 const scaleChunk = 100
+
+// scaleLangs are the producers, in report order: the C host, the Go host,
+// the reference.
+var scaleLangs = []string{"c", "go", "ref"}
+
+var scaleTitles = map[string]string{
+	"c":   "C host: mq_source_declare_many of %d metrics, then mq_source_send round-robin, chunk %d",
+	"go":  "Go host: Source.DeclareMetricList of %d metrics, then Source.Send round-robin, chunk %d",
+	"ref": "reference metricq.Source: declare_metrics of %d metrics, then send round-robin, chunk %d",
+}
 
 func scaleName(lang string, metrics int) string {
 	label := fmt.Sprint(metrics)
@@ -44,11 +55,8 @@ func scalePoints(lang string, metrics int) int {
 func scaleScenarios() []*scenario {
 	var out []*scenario
 	for _, metrics := range scaleSizes {
-		for _, lang := range []string{"c", "ref"} {
-			title := fmt.Sprintf("C host: mq_source_declare_many of %d metrics, then mq_source_send round-robin, chunk %d", metrics, scaleChunk)
-			if lang == "ref" {
-				title = fmt.Sprintf("reference metricq.Source: declare_metrics of %d metrics, then send round-robin, chunk %d", metrics, scaleChunk)
-			}
+		for _, lang := range scaleLangs {
+			title := fmt.Sprintf(scaleTitles[lang], metrics, scaleChunk)
 			out = append(out, &scenario{name: scaleName(lang, metrics), title: title, lang: lang, noWarmup: true,
 				run: func(ctx context.Context, b *bench, id string, _ int) (sample, error) {
 					return b.scaleRun(ctx, id, lang, metrics)
@@ -67,9 +75,15 @@ func (b *bench) scaleRun(ctx context.Context, id, lang string, metrics int) (sam
 	smp, _, err := b.produce(ctx, id, points, false, func(ctx context.Context, prefix string) (map[string]any, error) {
 		args := []string{b.cfg.url, token(id), prefix, itoa(metrics), itoa(points), itoa(scaleChunk)}
 		var err error
-		if lang == "ref" {
+		switch lang {
+		case "ref":
 			out, err = b.pybench(ctx, append([]string{"ref-scale"}, args...)...)
-		} else {
+		case "go":
+			var self string
+			if self, err = os.Executable(); err == nil {
+				out, err = runJSON(ctx, []string{"METRICQ_LOG=warn"}, self, append([]string{goScaleMode}, args...)...)
+			}
+		default:
 			out, err = b.mqbench(ctx, append([]string{"scale"}, args...)...)
 		}
 		return out, err
@@ -101,10 +115,12 @@ func (b *bench) scaleVerdicts() []verdict {
 	v = append(v, verdict{"Idle declared metric: RSS growth per metric at 100000 metrics (C host)", fmtStat(idle, fmtG(" KB")),
 		"reference: " + fmtStat(b.stat(scaleName("ref", 100_000), "idle_kb_per_metric"), fmtG(" KB")),
 		ratioOf(idle.med, 1, idle.ok()), "≤ 1 KB", passText(idle.max <= 1, idle.ok())})
-	many, few := b.stat(scaleName("c", 100_000), "send_cpu_ns"), b.stat(scaleName("c", 100), "send_cpu_ns")
-	r, rt := ratioText(many, few)
-	v = append(v, verdict{"C `mq_source_send` CPU per point, 100000 metrics round-robin (chunk 100)", fmtStat(many, fmtG(" ns")),
-		"100 metrics: " + fmtStat(few, fmtG(" ns")), rt, "≤ 2", passText(r <= 2, !math.IsNaN(r))})
+	for _, host := range []struct{ lang, call string }{{"c", "C `mq_source_send`"}, {"go", "Go `Source.Send`"}} {
+		many, few := b.stat(scaleName(host.lang, 100_000), "send_cpu_ns"), b.stat(scaleName(host.lang, 100), "send_cpu_ns")
+		r, rt := ratioText(many, few)
+		v = append(v, verdict{host.call + " CPU per point, 100000 metrics round-robin (chunk 100)", fmtStat(many, fmtG(" ns")),
+			"100 metrics: " + fmtStat(few, fmtG(" ns")), rt, "≤ 2", passText(r <= 2, !math.IsNaN(r))})
+	}
 	return v
 }
 
@@ -114,20 +130,23 @@ func (b *bench) scaleReport(p func(format string, args ...any)) {
 		return
 	}
 	p("\n## Scaling: metrics per source\n\n![declare time, send cost and memory against the number of metrics](%s)\n\n", relPath(b.cfg.out, b.scaleChart()))
-	p("One source declares N metrics in one call (C: `mq_source_declare_many`; reference: `metricq.Source.declare_metrics`), ")
+	p("One source declares N metrics in one call (C: `mq_source_declare_many`; Go: `Source.DeclareMetricList`; reference: `metricq.Source.declare_metrics`), ")
 	p("then sends points round-robin over all of them, one call per point, chunk size %d; the local manager is started afresh before every run. ", scaleChunk)
 	p("Memory is the growth of the process's VmRSS over the connected source's, per metric: after declaring (idle metrics), ")
-	p("and after the sends (every metric holding an open chunk). Points per run: ours max(200000, 10 N), the reference's max(100000, 2 N).\n\n")
-	p("| metrics | declare: ours | declare: reference | ratio | send CPU per point: ours | reference | KB per idle metric: ours | reference | KB per metric after sends: ours | reference |\n")
-	p("|---|---|---|---|---|---|---|---|---|---|\n")
+	p("and after the sends (every metric holding an open chunk). Points per run: ours max(200000, 10 N), the reference's max(100000, 2 N). ")
+	p("Each cell: C host / Go host / reference.\n\n")
+	p("| metrics | declare (s) | declare ratio C / reference | send CPU per point (ns) | KB per idle metric | KB per metric after sends |\n")
+	p("|---|---|---|---|---|---|\n")
 	for _, metrics := range scaleSizes {
-		c, ref := scaleName("c", metrics), scaleName("ref", metrics)
-		_, rt := ratioText(b.stat(c, "declare_s"), b.stat(ref, "declare_s"))
-		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", metrics,
-			fmtStat(b.stat(c, "declare_s"), fmtG(" s")), fmtStat(b.stat(ref, "declare_s"), fmtG(" s")), rt,
-			fmtStat(b.stat(c, "send_cpu_ns"), fmtG(" ns")), fmtStat(b.stat(ref, "send_cpu_ns"), fmtG(" ns")),
-			fmtStat(b.stat(c, "idle_kb_per_metric"), fmtG("")), fmtStat(b.stat(ref, "idle_kb_per_metric"), fmtG("")),
-			fmtStat(b.stat(c, "sent_kb_per_metric"), fmtG("")), fmtStat(b.stat(ref, "sent_kb_per_metric"), fmtG("")))
+		cells := func(key string) string {
+			var parts []string
+			for _, lang := range scaleLangs {
+				parts = append(parts, fmtStat(b.stat(scaleName(lang, metrics), key), fmtG("")))
+			}
+			return strings.Join(parts, " / ")
+		}
+		_, rt := ratioText(b.stat(scaleName("c", metrics), "declare_s"), b.stat(scaleName("ref", metrics), "declare_s"))
+		p("| %d | %s | %s | %s | %s | %s |\n", metrics, cells("declare_s"), rt, cells("send_cpu_ns"), cells("idle_kb_per_metric"), cells("sent_kb_per_metric"))
 	}
 }
 
@@ -142,7 +161,7 @@ func (b *bench) scaleChart() string {
 	for _, metrics := range scaleSizes {
 		fmt.Fprintf(&data, "%d", metrics)
 		for _, key := range []string{"declare_s", "send_cpu_ns", "idle_kb_per_metric", "sent_kb_per_metric"} {
-			for _, lang := range []string{"c", "ref"} {
+			for _, lang := range scaleLangs {
 				st := b.stat(scaleName(lang, metrics), key)
 				if st.ok() && st.med > 0 {
 					fmt.Fprintf(&data, " %g", st.med)
@@ -157,12 +176,13 @@ func (b *bench) scaleChart() string {
 	if err := os.WriteFile(datFile, data.Bytes(), 0o644); err != nil {
 		return chart
 	}
-	ours, ref := `lc rgb "0x1f77b4" pt 7 lw 2`, `lc rgb "0xd62728" pt 5 lw 2`
+	// Columns: N, then per figure C, Go, reference.
+	c, goHost, ref := `lc rgb "0x1f77b4" pt 7 lw 2`, `lc rgb "0x9467bd" pt 9 lw 2`, `lc rgb "0xd62728" pt 5 lw 2`
 	plot := func(title, ylabel string, col int) string {
 		return fmt.Sprintf(`set title %q
 set ylabel %q
-plot %q using 1:%d with linespoints %s title "libmetricq (C host)", '' using 1:%d with linespoints %s title "reference metricq 5.4.0"
-`, title, ylabel, datFile, col, ours, col+1, ref)
+plot %q using 1:%d with linespoints %s title "libmetricq, C host", '' using 1:%d with linespoints %s title "libmetricq, Go host", '' using 1:%d with linespoints %s title "reference metricq 5.4.0"
+`, title, ylabel, datFile, col, c, col+1, goHost, col+2, ref)
 	}
 	m := b.machine
 	script := fmt.Sprintf(`set terminal pngcairo size 1500,500 font "sans,10"
@@ -175,12 +195,12 @@ set grid
 set key top left
 `, chart, b.cfg.runs, strings.ReplaceAll(m.CPU, "\"", ""), m.Cores, m.RabbitMQ) +
 		plot("declare all N in one call", "seconds", 2) +
-		plot("send: CPU of the sending thread per point", "ns per point", 4) +
-		fmt.Sprintf(`set title "memory: VmRSS growth per metric"
+		plot("send: CPU of the sending thread per point", "ns per point", 5) +
+		fmt.Sprintf(`set title "memory: VmRSS growth per metric (dashed: after sends)"
 set ylabel "KB per metric"
-plot %q using 1:6 with linespoints %s title "libmetricq, declared (idle)", '' using 1:8 with linespoints %s dt 2 title "libmetricq, after sends", '' using 1:7 with linespoints %s title "reference, declared", '' using 1:9 with linespoints %s dt 2 title "reference, after sends"
+plot %q using 1:8 with linespoints %s title "C host, declared (idle)", '' using 1:11 with linespoints %s dt 2 notitle, '' using 1:9 with linespoints %s title "Go host, declared (idle)", '' using 1:12 with linespoints %s dt 2 notitle, '' using 1:10 with linespoints %s title "reference, declared", '' using 1:13 with linespoints %s dt 2 notitle
 unset multiplot
-`, datFile, ours, ours, ref, ref)
+`, datFile, c, c, goHost, goHost, ref, ref)
 	scriptFile := filepath.Join(b.cfg.build, "scaling.gp")
 	if err := os.WriteFile(scriptFile, []byte(script), 0o644); err == nil {
 		if out, err := exec.Command("gnuplot", scriptFile).CombinedOutput(); err != nil {

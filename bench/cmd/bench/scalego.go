@@ -1,0 +1,120 @@
+package main
+
+// The Go host of the scaling section: the driver runs itself again with
+// goScaleMode, so that the producer's memory is measured in a process of
+// its own, as mqbench's and pybench's are.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/libmetricq/libmetricq/libmetricq"
+)
+
+const goScaleMode = "go-scale-producer"
+
+// goScaleProducer is mqbench scale in Go: URL TOKEN PREFIX METRICS POINTS
+// CHUNK; it prints the same JSON object.
+func goScaleProducer(args []string) {
+	if len(args) != 6 {
+		log.Fatalf("%s: want URL TOKEN PREFIX METRICS POINTS CHUNK", goScaleMode)
+	}
+	url, token, prefix := args[0], args[1], args[2]
+	var nums [3]int
+	for i, a := range args[3:] {
+		n, err := strconv.Atoi(a)
+		if err != nil || n < 0 {
+			log.Fatalf("%s: bad number %q", goScaleMode, a)
+		}
+		nums[i] = n
+	}
+	metrics, points, chunk := nums[0], nums[1], nums[2]
+	out, err := goScale(url, token, prefix, metrics, points, chunk)
+	if err != nil {
+		log.Fatalf("%s: %v", goScaleMode, err)
+	}
+	data, _ := json.Marshal(out)
+	fmt.Println(string(data))
+}
+
+func goScale(url, token, prefix string, metrics, points, chunk int) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	src, err := libmetricq.NewSource(url, token, libmetricq.WithChunkSize(chunk))
+	if err != nil {
+		return nil, err
+	}
+	if err := src.Connect(ctx); err != nil {
+		return nil, err
+	}
+	defer src.Stop(ctx)
+	names := make([]string, metrics)
+	for i := range names {
+		names[i] = prefix + "." + strconv.Itoa(i)
+	}
+	rssConnected := vmRSSKB()
+	declare0 := time.Now()
+	if err := src.DeclareMetricList(ctx, names); err != nil {
+		return nil, err
+	}
+	declareNs := time.Since(declare0).Nanoseconds()
+	rssDeclared := vmRSSKB()
+
+	// The thread's own CPU time, as mqbench measures its sending thread.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	t := libmetricq.Now()
+	start, cpu0 := time.Now().UnixNano(), threadCPUNs()
+	for i := range points {
+		m := i % metrics
+		if m == 0 {
+			t += 1000
+		}
+		if err := src.Send(ctx, names[m], t, 1.0); err != nil {
+			return nil, err
+		}
+	}
+	cpu, sent := threadCPUNs()-cpu0, time.Now().UnixNano()
+	rssSent := vmRSSKB()
+	if err := src.Flush(ctx); err != nil {
+		return nil, err
+	}
+	return map[string]any{
+		"start_ns": start, "sent_ns": sent, "points": points, "metrics": metrics, "declare_ns": declareNs,
+		"cpu_ns_per_point": float64(cpu) / float64(max(points, 1)), "rss_connected_kb": rssConnected,
+		"rss_declared_kb": rssDeclared, "rss_sent_kb": rssSent,
+	}, nil
+}
+
+func threadCPUNs() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1 /* RUSAGE_THREAD */, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+func vmRSSKB() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			return kb
+		}
+	}
+	return -1
+}

@@ -10,7 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/libmetricq/libmetricq/internal/amqpkit"
-	"github.com/libmetricq/libmetricq/libmetricq"
+	"github.com/libmetricq/libmetricq/internal/manager"
 )
 
 // catalog asks the manager which metrics are declared, with their metadata
@@ -27,12 +27,7 @@ const directReplyTo = "amq.rabbitmq.reply-to"
 func dialCatalog(rawURL, token string) (*catalog, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	conn, err := amqpkit.Dial(ctx, rawURL, amqpkit.DialOptions{
-		Name:      "metadata " + token,
-		Heartbeat: libmetricq.DefaultHeartbeat,
-		Product:   libmetricq.LibraryName,
-		Version:   libmetricq.Version,
-	})
+	conn, err := manager.Dial(ctx, rawURL, "metadata "+token)
 	if err != nil {
 		return nil, err
 	}

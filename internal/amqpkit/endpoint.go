@@ -300,23 +300,28 @@ func callHandler(ctx context.Context, h Handler, args map[string]json.RawMessage
 }
 
 func (e *Endpoint) reply(request amqp.Delivery, result any) {
-	body, err := json.Marshal(result)
-	if err != nil {
-		body, _ = json.Marshal(map[string]string{"error": "reply not encodable: " + err.Error()})
-	}
-	msg := amqp.Publishing{
-		ContentType:   "application/json",
-		CorrelationId: request.CorrelationId,
-		AppId:         e.token,
-		DeliveryMode:  amqp.Transient,
-		Body:          body,
-	}
 	send := e.Reply
 	if send == nil {
 		send = e.publishReply
 	}
-	if err := send(e.ctx, request.ReplyTo, msg); err != nil {
+	if err := send(e.ctx, request.ReplyTo, ReplyMessage(request, e.token, result)); err != nil {
 		e.log.Warn("could not send RPC reply", "to", PrintableText(request.ReplyTo, 255), "error", err)
+	}
+}
+
+// ReplyMessage is the answer of appID to request: result as JSON (an
+// {"error": …} if it cannot be encoded), under the request's correlation id.
+func ReplyMessage(request amqp.Delivery, appID string, result any) amqp.Publishing {
+	body, err := json.Marshal(result)
+	if err != nil {
+		body, _ = json.Marshal(map[string]string{"error": "reply not encodable: " + err.Error()})
+	}
+	return amqp.Publishing{
+		ContentType:   "application/json",
+		CorrelationId: request.CorrelationId,
+		AppId:         appID,
+		DeliveryMode:  amqp.Transient,
+		Body:          body,
 	}
 }
 

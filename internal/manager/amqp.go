@@ -12,10 +12,10 @@ import (
 	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
-// dial opens one AMQP connection named name (as rabbitmqctl and the
-// management UI show it). ctx bounds TCP connect, TLS and the AMQP handshake.
-// Errors never contain the URL's password.
-func dial(ctx context.Context, rawURL, name string) (*amqp.Connection, error) {
+// Dial opens one AMQP connection of the development tools, named name (as
+// rabbitmqctl and the management UI show it). ctx bounds TCP connect, TLS
+// and the AMQP handshake. Errors never contain the URL's password.
+func Dial(ctx context.Context, rawURL, name string) (*amqp.Connection, error) {
 	return amqpkit.Dial(ctx, rawURL, amqpkit.DialOptions{
 		Name:      name,
 		Heartbeat: libmetricq.DefaultHeartbeat,

@@ -148,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 }
 
 func (m *Manager) connect(ctx context.Context, dataURL string) error {
-	conn, err := dial(ctx, m.url, Token)
+	conn, err := Dial(ctx, m.url, Token)
 	if err != nil {
 		return err
 	}
@@ -187,7 +187,7 @@ func (m *Manager) connect(ctx context.Context, dataURL string) error {
 
 	// The data side: exchanges (and later the sinks' queues) live on the
 	// data vhost.
-	dataConn, err := dial(ctx, dataURL, Token+" data")
+	dataConn, err := Dial(ctx, dataURL, Token+" data")
 	if err != nil {
 		return err
 	}
@@ -390,18 +390,7 @@ func (m *Manager) handleSafely(d amqp.Delivery) (result any, function string, er
 }
 
 func (m *Manager) reply(request amqp.Delivery, result any) {
-	body, err := json.Marshal(result)
-	if err != nil {
-		body, _ = json.Marshal(map[string]string{"error": "reply not encodable: " + err.Error()})
-	}
-	err = m.mgmtCh.Publish("", request.ReplyTo, false, false, amqp.Publishing{
-		ContentType:   "application/json",
-		CorrelationId: request.CorrelationId,
-		AppId:         Token,
-		DeliveryMode:  amqp.Transient,
-		Body:          body,
-	})
-	if err != nil {
+	if err := m.mgmtCh.Publish("", request.ReplyTo, false, false, amqpkit.ReplyMessage(request, Token, result)); err != nil {
 		m.log.Warn("could not send RPC reply", "to", request.ReplyTo, "error", err)
 	}
 }

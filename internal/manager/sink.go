@@ -113,7 +113,7 @@ func SubscribeWith(ctx context.Context, url, token string, metrics []string, opt
 }
 
 func (s *Subscription) connect(ctx context.Context, metrics []string, opts SubscribeOptions) error {
-	conn, err := dial(ctx, s.url, "management connection "+s.token)
+	conn, err := Dial(ctx, s.url, "management connection "+s.token)
 	if err != nil {
 		return err
 	}
@@ -146,7 +146,7 @@ func (s *Subscription) connect(ctx context.Context, metrics []string, opts Subsc
 	if err != nil {
 		return fmt.Errorf("sink.subscribe: %w", err)
 	}
-	data, err := dial(ctx, dataURL, "data connection "+s.token)
+	data, err := Dial(ctx, dataURL, "data connection "+s.token)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,7 @@ help:
 	@echo 'make install    the C library, header, C++/Fortran bindings, CMake and pkg-config files (PREFIX)'
 	@echo 'make examples-c examples-cpp examples-fortran   the examples, in build/examples/'
 	@echo 'make python     the Python binding with its bundled library and C extension'
-	@echo 'make vet        go vet and gofmt'
+	@echo 'make vet        go vet, gofmt and go mod tidy'
 	@echo 'make soak       a long run with forced reconnects (SOAK_DURATION)'
 	@echo 'make clean      remove build output'
 
@@ -42,6 +42,7 @@ include mk/bench.mk
 
 vet: | ensure-cc
 	$(GO) vet ./...
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 
 broker: ensure-broker

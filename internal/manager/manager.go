@@ -177,12 +177,12 @@ func (m *Manager) connect(ctx context.Context, dataURL string) error {
 	}
 	m.rpcCh = rch
 	m.calls = amqpkit.NewCalls(rch, Token, amqpkit.RPCQueue(Token))
-	if _, err := rch.QueueDeclare(Token+"-rpc", false, false, true, false, nil); err != nil {
+	if _, err := rch.QueueDeclare(amqpkit.RPCQueue(Token), false, false, true, false, nil); err != nil {
 		var amqpErr *amqp.Error
 		if errors.As(err, &amqpErr) && amqpErr.Code == amqp.ResourceLocked {
-			return fmt.Errorf("queue %s-rpc is held by another connection: is another MetricQ manager running on this vhost?", Token)
+			return fmt.Errorf("queue %s is held by another connection: is another MetricQ manager running on this vhost?", amqpkit.RPCQueue(Token))
 		}
-		return fmt.Errorf("declare queue %s-rpc: %w", Token, err)
+		return fmt.Errorf("declare queue %s: %w", amqpkit.RPCQueue(Token), err)
 	}
 
 	// The data side: exchanges (and later the sinks' queues) live on the
@@ -206,9 +206,9 @@ func (m *Manager) connect(ctx context.Context, dataURL string) error {
 	// Start consuming: our own replies first, so Call works as soon as Start
 	// returns, then the management queue.
 	returns := rch.NotifyReturn(make(chan amqp.Return, 16))
-	replies, err := rch.Consume(Token+"-rpc", "", false, true, false, false, nil)
+	replies, err := rch.Consume(amqpkit.RPCQueue(Token), "", false, true, false, false, nil)
 	if err != nil {
-		return fmt.Errorf("consume %s-rpc: %w", Token, err)
+		return fmt.Errorf("consume %s: %w", amqpkit.RPCQueue(Token), err)
 	}
 	if err := ch.Qos(32, 0, false); err != nil {
 		return fmt.Errorf("qos: %w", err)
@@ -311,7 +311,7 @@ func (m *Manager) Close() error {
 		if m.rpcCh != nil {
 			// Deleting it now, rather than when the connection goes, lets a
 			// new manager start on this vhost as soon as Close returns.
-			_, _ = m.rpcCh.QueueDelete(Token+"-rpc", false, false, false)
+			_, _ = m.rpcCh.QueueDelete(amqpkit.RPCQueue(Token), false, false, false)
 		}
 		m.closeErr = m.closeConnections()
 		m.wg.Wait()

@@ -7,6 +7,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
@@ -67,7 +68,7 @@ func rawPublish(ctx context.Context, url, key string, bodies [][]byte, chunks in
 	}
 	start = time.Now().UnixNano()
 	for i := range chunks {
-		if err := ch.PublishWithContext(ctx, "metricq.data", key, false, false, amqp.Publishing{
+		if err := ch.PublishWithContext(ctx, amqpkit.DataExchange, key, false, false, amqp.Publishing{
 			DeliveryMode: amqp.Transient,
 			Body:         bodies[i%len(bodies)],
 		}); err != nil {
@@ -114,7 +115,7 @@ func rawPaced(ctx context.Context, url, key string, rate, seconds int) (start, e
 		}
 		last = t
 		body := libmetricq.EncodeDataChunk([]libmetricq.Point{{Time: t, Value: 1}})
-		if err := ch.PublishWithContext(ctx, "metricq.data", key, false, false, amqp.Publishing{DeliveryMode: amqp.Transient, Body: body}); err != nil {
+		if err := ch.PublishWithContext(ctx, amqpkit.DataExchange, key, false, false, amqp.Publishing{DeliveryMode: amqp.Transient, Body: body}); err != nil {
 			return 0, 0, err
 		}
 	}

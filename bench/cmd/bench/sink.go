@@ -10,6 +10,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 )
 
 // sink is a raw AMQP consumer of metricq.data (a server-named, exclusive
@@ -53,7 +55,7 @@ func newSink(url string) (*sink, error) {
 	}
 	q, err := ch.QueueDeclare("", false, true, true, false, nil)
 	if err == nil {
-		err = ch.QueueBind(q.Name, "bench.#", "metricq.data", false, nil)
+		err = ch.QueueBind(q.Name, "bench.#", amqpkit.DataExchange, false, nil)
 	}
 	var deliveries <-chan amqp.Delivery
 	if err == nil {

@@ -106,7 +106,7 @@ func Dial(ctx context.Context, rawURL string, o DialOptions) (*amqp.Connection, 
 // whole life belongs here.
 func openSocket(ctx context.Context, deadline time.Time, writeTimeout time.Duration) func(network, addr string) (net.Conn, error) {
 	return func(network, addr string) (net.Conn, error) {
-		d := net.Dialer{Deadline: deadline}
+		d := net.Dialer{Deadline: deadline, Control: giveUpUnacknowledged(writeTimeout)}
 		conn, err := d.DialContext(ctx, network, addr)
 		if err != nil {
 			return nil, err

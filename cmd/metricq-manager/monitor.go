@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
@@ -37,7 +38,7 @@ func startMonitor(url, token string, bindings []string, httpAddr, title string, 
 	if httpAddr != "" {
 		web, err := startWeb(httpAddr, m.board, viewInfo{
 			Title:    title,
-			Broker:   libmetricq.RedactURL(url),
+			Broker:   amqpkit.RedactURL(url),
 			Bindings: bindings,
 			Started:  m.board.started.UnixMilli(),
 		}, log)

@@ -18,8 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/libmetricq/libmetricq/internal/amqpkit"
 	"github.com/libmetricq/libmetricq/internal/manager"
-	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
 const watchUsage = `Usage: metricq-manager watch [flags] URL [METRIC...]
@@ -138,7 +138,7 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	}
 	header := func(elapsed time.Duration) []string {
 		lines := []string{fmt.Sprintf("%s — %s", o.title, elapsed.Round(time.Second))}
-		line := "broker " + libmetricq.RedactURL(url) + "  metrics " + strings.Join(bindings, " ")
+		line := "broker " + amqpkit.RedactURL(url) + "  metrics " + strings.Join(bindings, " ")
 		if viewURL != "" {
 			line += "  view " + viewURL
 		}

@@ -40,7 +40,7 @@ func dataServerAddresses(managementURL, dataAddress string) (reply, connect stri
 	if dataAddress == "" {
 		dataAddress = amqpkit.VhostAddress(mgmt.Vhost)
 	}
-	connect, err = libmetricq.DataURL(managementURL, dataAddress)
+	connect, err = amqpkit.DataURL(managementURL, dataAddress)
 	if err != nil {
 		return "", "", err
 	}

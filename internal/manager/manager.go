@@ -28,7 +28,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/libmetricq/libmetricq/internal/amqpkit"
-	"github.com/libmetricq/libmetricq/libmetricq"
 )
 
 // Token is the manager's own token: the app_id of its requests and replies
@@ -142,8 +141,8 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 		m.closeConnections()
 		return nil, fmt.Errorf("manager: %w", err)
 	}
-	log.Info("MetricQ manager running", "url", libmetricq.RedactURL(cfg.URL),
-		"dataServerAddress", libmetricq.RedactURL(reply), "metrics", len(m.metadata), "configs", len(m.configs))
+	log.Info("MetricQ manager running", "url", amqpkit.RedactURL(cfg.URL),
+		"dataServerAddress", amqpkit.RedactURL(reply), "metrics", len(m.metadata), "configs", len(m.configs))
 	return m, nil
 }
 

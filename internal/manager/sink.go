@@ -142,7 +142,7 @@ func (s *Subscription) connect(ctx context.Context, metrics []string, opts Subsc
 	}
 	_ = json.Unmarshal(reply["metrics"], &s.metadata)
 
-	dataURL, err := libmetricq.DataURL(s.url, address)
+	dataURL, err := amqpkit.DataURL(s.url, address)
 	if err != nil {
 		return fmt.Errorf("sink.subscribe: %w", err)
 	}

@@ -273,17 +273,20 @@ int mq_source_stats(mq_source *src, mq_stats *stats, size_t size);
    How mq_source_send stays cheap (~40 ns a point at chunk sizes in the
    hundreds): a call from C into the library's Go runtime costs more than
    everything else a point needs, so points are staged in C, per metric,
-   and cross into Go a batch at a time
-   (at most 512, never more than the metric's open chunk still lacks, so a
-   chunk still closes at the point that fills it). Nothing of it shows in
-   the rules above: a staged point is accepted (counted in points_accepted),
-   the order rule sees it, and flush, stop, free, a smaller chunk size and
-   a source stopping on its own all hand staged points over first. Buffer
-   space is reserved before a point is staged, up to 128 points at a time
-   per metric (at most 1/64 of the bound): buffered_points counts that reserved space too, so the bound
-   holds exactly, and a flush gives back what no point uses.
-   At chunk size 1 every point crosses into Go once (its chunk is
-   published at once), as without staging. */
+   and cross into Go a batch at a time (at most 512, never more than the
+   metric's open chunk still lacks, so a chunk still closes at the point
+   that fills it). A metric's staging memory is allocated when it is
+   first sent to, sized by its chunk size (at most 8 KiB); a metric never
+   sent to has none. Nothing of it shows in the rules above: a staged
+   point is accepted (counted in points_accepted from the next
+   mq_source_stats), the order rule sees it, and flush, stop, free, a
+   smaller chunk size and a source stopping on its own all hand staged
+   points over first. Buffer space is reserved before a point is staged,
+   up to 512 points at a time per metric (at most 1/64 of the bound):
+   buffered_points counts that reserved space too, so the bound holds
+   exactly, and a flush gives back what no point uses. At chunk size 1
+   every point crosses into Go once (its chunk is published at once), as
+   without staging. */
 
 /* --- Metric handles --------------------------------------------------------
    The fastest way to send: a handle stands for one metric of one source,

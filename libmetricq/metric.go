@@ -29,6 +29,7 @@ type metric struct {
 	last        int64
 	open        *chunk // points accepted but not yet sealed
 	accepted    uint64 // points accepted, for Stats (counted here, under mu, rather than in a shared atomic)
+	leased      int    // buffer space reserved for a staging layer's points (lease.go)
 }
 
 // metricTable finds a metric by name. Metrics are added, never removed,
@@ -221,13 +222,12 @@ func (m *metric) setChunkSize(out *publisher, n int) {
 	}
 }
 
-// state is the metric's MetricState, under mu.
-func (m *metric) state() MetricState {
-	st := MetricState{ChunkSize: m.chunkSize, Last: Timestamp(m.last), HasLast: m.hasLast}
-	if m.open != nil {
-		st.Open = len(m.open.times)
+// openPoints is the number of points in the open chunk, under mu.
+func (m *metric) openPoints() int {
+	if m.open == nil {
+		return 0
 	}
-	return st
+	return len(m.open.times)
 }
 
 // declaration is one metric's entry in a declare_metrics request: its

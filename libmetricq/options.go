@@ -54,8 +54,9 @@ func WithConfigHandler(h ConfigHandler) Option {
 // WithBeforeStop sets a function that runs once when the source stops (by
 // Stop, or on its own: a failed task, a connection lost for good), after
 // the task has ended (or the stop gave up waiting for it, or the stop
-// comes from the task itself) and before the source stops taking points. A layer
-// that holds accepted points in front of Send hands them over in it, so
+// comes from the task itself) and after the source stopped taking new
+// points, before its last flush. A layer that stages accepted points in
+// front of the Source (see Lease) hands them over in it with HandOver, so
 // that the stop publishes them.
 func WithBeforeStop(fn func()) Option {
 	return func(o *options) error { o.beforeStop = fn; return nil }

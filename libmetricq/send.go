@@ -167,37 +167,9 @@ func (s *Source) takesPoints(m *metric) error {
 }
 
 // OrderError is the error of a point at t refused because the metric's last
-// accepted timestamp is last (t <= last). Layers that check the order
-// themselves before handing points to the Source use it, so that every
-// refusal reads alike.
+// accepted timestamp is last (t <= last).
 func OrderError(metric string, t, last Timestamp) error {
 	return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d ns is not after the last accepted %d ns", ErrOrder, t, last)}
-}
-
-// MetricState is a snapshot of one declared metric's sending state.
-type MetricState struct {
-	ChunkSize int       // points per chunk; ChunkSizeManual: Flush only
-	Open      int       // points accepted but not yet sealed into a chunk
-	Last      Timestamp // the last accepted timestamp, if HasLast
-	HasLast   bool
-}
-
-// MetricState returns a declared metric's state; for a metric that is not
-// declared, an error wrapping ErrUndeclared (or ErrStopped once stopped).
-// A layer that buffers points in front of Send (the C library does, to
-// cross into Go once per batch instead of once per point) reads it to
-// continue where the Source is.
-func (s *Source) MetricState(metric string) (MetricState, error) {
-	m, err := s.sendable(metric)
-	if err != nil {
-		return MetricState{}, err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if err := s.takesPoints(m); err != nil {
-		return MetricState{}, err
-	}
-	return m.state(), nil
 }
 
 // SendBatch accepts several points of one metric, all or none. times must
@@ -210,54 +182,11 @@ func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp
 	if err := s.budget.acquire(ctx, len(times), &s.stats); err != nil {
 		return s.budgetErr(metric, err)
 	}
-	if err := s.appendBatch(m, times, values, true); err != nil {
+	if err := s.appendBatch(m, times, values); err != nil {
 		s.budget.release(len(times))
 		return err
 	}
 	return nil
-}
-
-// Reserve takes buffer space for n points, waiting until ctx ends if need
-// be, for points the caller will hand over with SendBatchReserved. A layer
-// that holds points in front of the Source (the C library stages them in
-// C, to cross into Go once per batch rather than once per point) reserves
-// their space first, so that the buffer bound counts them too and a full
-// buffer makes its callers wait as Send would. metric names the refusal.
-func (s *Source) Reserve(ctx context.Context, metric string, n int) error {
-	if n < 1 {
-		return &MetricError{Metric: metric, Err: fmt.Errorf("%w: cannot reserve %d points", ErrInvalid, n)}
-	}
-	if err := s.budget.acquire(ctx, n, &s.stats); err != nil {
-		return s.budgetErr(metric, err)
-	}
-	return nil
-}
-
-// TryReserve takes buffer space for up to n points without waiting and
-// returns how many it took (see Reserve).
-func (s *Source) TryReserve(n int) int {
-	return int(s.budget.tryAcquireUpTo(int64(n)))
-}
-
-// Unreserve gives back reserved space that no point will use.
-func (s *Source) Unreserve(n int) {
-	if n > 0 {
-		s.budget.release(n)
-	}
-}
-
-// SendBatchReserved is SendBatch for points whose space the caller has
-// reserved: it never waits. On success the points use len(times) of the
-// reservation; on failure the reservation is untouched. The points are not
-// counted in Stats.PointsAccepted: the layer in front accepted them,
-// perhaps long before, and counts them itself (were both to count, the
-// sum could only be read consistently under both layers' locks).
-func (s *Source) SendBatchReserved(metric string, times []Timestamp, values []float64) error {
-	m, err := s.batchable(metric, times, values)
-	if err != nil || m == nil {
-		return err
-	}
-	return s.appendBatch(m, times, values, false)
 }
 
 // batchable checks a batch that does not depend on the metric's state; a
@@ -279,17 +208,15 @@ func (s *Source) batchable(metric string, times []Timestamp, values []float64) (
 }
 
 // appendBatch adds a checked batch whose buffer space is taken, sealing
-// chunks as they fill; counted says whether it counts as accepted here.
-func (s *Source) appendBatch(m *metric, times []Timestamp, values []float64, counted bool) error {
+// chunks as they fill.
+func (s *Source) appendBatch(m *metric, times []Timestamp, values []float64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := s.admit(m, int64(times[0])); err != nil {
 		return err
 	}
 	m.addBatch(s.pub(), timestampsAsInt64(times), values)
-	if counted {
-		m.accepted += uint64(len(times))
-	}
+	m.accepted += uint64(len(times))
 	return nil
 }
 

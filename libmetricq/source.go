@@ -594,10 +594,14 @@ func (s *Source) stop(ctx context.Context) {
 			}
 		}
 	}
+	// No new points from here on; a staging layer hands over what it
+	// holds in the hook (HandOver takes staged points after the stop too),
+	// and then holds nothing: the leases' space goes back.
+	s.stopped.Store(true)
 	if s.opts.beforeStop != nil {
 		s.opts.beforeStop()
 	}
-	s.stopped.Store(true)
+	s.endLeases()
 	var flushErr error
 	if pub := s.pub(); pub != nil {
 		s.sealAll()

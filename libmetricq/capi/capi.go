@@ -1,10 +1,12 @@
 // Command capi is libmetricq's C shared library (go build
 // -buildmode=c-shared; see mk/capi.mk). The exported functions implement
 // include/metricq.h. They only convert arguments and dispatch to
-// libmetricq/syncsource, which holds the logic; helpers.c holds the C side
-// (thread-local error text, callbacks), and forkguard.c the public mq_*
-// entry points in front of these libmq_go_* exports (a forked child must
-// fail before it enters Go).
+// libmetricq/syncsource, which holds the logic. The C side: entry_points.c
+// is the table of public mq_* functions in front of these libmq_go_*
+// exports (a forked child must fail before it enters Go), stage.c keeps
+// points in C before they cross (its seam to the core is stage.go),
+// registry.c finds a source's stages by name and by metric handle, and
+// helpers.c holds the thread-local error text and the callbacks.
 //
 // Rules every export keeps, by running its work through run (and
 // onSource, status, timed or global on top of it): a panic is recovered
@@ -222,12 +224,12 @@ func libmq_go_source_create(url, token *C.char) C.uintptr_t {
 	return C.uintptr_t(id)
 }
 
-// register gives s its handle. When the source begins to stop, for
-// whatever reason, the points stage.c holds for it are handed over first.
+// register gives s its handle. When the source stops, for whatever
+// reason, the points stage.c holds for it are handed over first.
 func register(s *syncsource.Source) uintptr {
 	id := handles.Register(s)
-	C.libmq_stage_register(C.uintptr_t(id))
-	s.SetBeforeStop(func() { C.libmq_stage_close(C.uintptr_t(id), C.uint64_t(onlyCore)) })
+	C.libmq_registry_add(C.uintptr_t(id))
+	s.SetBeforeStop(func() { collectStaged(s, id) })
 	return id
 }
 
@@ -274,7 +276,7 @@ func libmq_go_source_new(url, token *C.char, timeout C.double) C.uintptr_t {
 			text := s.ErrorText(err)
 			handles.Release(handle)
 			s.Close(false, false)
-			C.libmq_stage_unregister(C.uintptr_t(handle))
+			C.libmq_stage_forget(C.uintptr_t(handle))
 			return redacted{text, err}
 		}
 		id = handle
@@ -345,153 +347,44 @@ func libmq_go_source_send(src C.uintptr_t, metric *C.char, timeNs C.int64_t, val
 	})
 }
 
-// libmq_go_stage_state tells stage.c where a declared metric stands, so
-// that it can stage the metric's points in C; any failure (not connected,
-// stopped, undeclared, bad name) means: do not stage, send directly.
-//
-//export libmq_go_stage_state
-func libmq_go_stage_state(src C.uintptr_t, metric *C.char, out *C.libmq_metric_state) C.int {
-	return status(src, func(s *syncsource.Source) error {
-		name, err := borrowName(metric)
-		if err != nil {
-			return err
-		}
-		st, err := s.MetricState(name)
-		if err != nil {
-			return err
-		}
-		*out = C.libmq_metric_state{
-			chunk_size:   C.int64_t(st.ChunkSize),
-			open:         C.int64_t(st.Open),
-			last:         C.int64_t(st.Last),
-			max_buffered: C.int64_t(s.MaxBuffered()),
-		}
-		if st.HasLast {
-			out.has_last = 1
-		}
-		return nil
-	})
-}
-
-// libmq_go_stage_check_name checks a source handle and a metric name for
-// a metric handle (mq_source_metric); the metric need not be declared.
-//
-//export libmq_go_stage_check_name
-func libmq_go_stage_check_name(src C.uintptr_t, metric *C.char) C.int {
-	return status(src, func(*syncsource.Source) error {
-		name, err := borrowName(metric)
-		if err != nil {
-			return err
-		}
-		return libmetricq.ValidateMetricName(name)
-	})
-}
-
-// libmq_go_stage_reserve takes buffer space for staged points: with wait
-// 0, up to n points without waiting, returning how many (0: none free);
-// otherwise exactly n, waiting up to timeout, returning n. A negative
-// result is a status.
-//
-//export libmq_go_stage_reserve
-func libmq_go_stage_reserve(src C.uintptr_t, metric *C.char, n C.int64_t, timeout C.double, wait C.int) C.int64_t {
-	return C.int64_t(onSource(src, func(s *syncsource.Source) (int64, error) {
-		if wait == 0 {
-			return int64(s.TryReserve(int(n))), nil
-		}
-		d, err := syncsource.Timeout(float64(timeout))
-		if err != nil {
-			return 0, err
-		}
-		name, err := borrowName(metric)
-		if err != nil {
-			return 0, err
-		}
-		return int64(n), s.Reserve(name, int(n), d)
-	}))
-}
-
-// libmq_go_stage_unreserve gives back reserved space no point will use.
-//
-//export libmq_go_stage_unreserve
-func libmq_go_stage_unreserve(src C.uintptr_t, n C.int64_t) {
-	status(src, func(s *syncsource.Source) error {
-		s.Unreserve(int(n))
-		return nil
-	})
-}
-
-// libmq_go_stage_handover accepts staged points whose space is reserved,
-// then reserves space for up to more points without waiting (the next
-// fill's, in the same crossing). It returns the space it reserved, or a
-// negative status; nothing is reserved when the points are refused.
-//
-//export libmq_go_stage_handover
-func libmq_go_stage_handover(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, more C.int64_t) C.int64_t {
-	return C.int64_t(onSource(src, func(s *syncsource.Source) (int64, error) {
-		name, err := borrowName(metric)
-		if err != nil {
-			return 0, err
-		}
-		if count == 0 || count > maxBatch || timeNs == nil || values == nil {
-			return 0, invalidf("bad staged batch of %d points", uint64(count))
-		}
-		times := unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
-		vals := unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
-		if err := s.SendBatchReserved(name, times, vals); err != nil {
-			return 0, err
-		}
-		if more > 0 {
-			return int64(s.TryReserve(int(more))), nil
-		}
-		return 0, nil
-	}))
-}
-
-// onlyCore stands in for stage.c's core numbers, which are left to remove:
-// a source now has one core for its whole life, so the stage opens once
-// for it (after the connect that succeeds) and closes once (at its stop).
-const onlyCore = 1
-
-// libmq_go_stage_core is the number stage.c opens the stage for after a
-// successful connect: always onlyCore.
-//
-//export libmq_go_stage_core
-func libmq_go_stage_core(C.uintptr_t) C.uint64_t { return onlyCore }
-
-// libmq_go_stage_order_error reports a point that stage.c refused for its
-// timestamp, in the words the core uses for the same refusal.
-//
-//export libmq_go_stage_order_error
-func libmq_go_stage_order_error(src C.uintptr_t, metric *C.char, timeNs, last C.int64_t) C.int {
-	return status(src, func(*syncsource.Source) error {
-		return libmetricq.OrderError(C.GoString(metric), libmetricq.Timestamp(timeNs), libmetricq.Timestamp(last))
-	})
-}
-
 // maxBatch bounds count before it becomes a slice length.
 const maxBatch = 1 << 40
 
 //export libmq_go_source_send_batch
 func libmq_go_source_send_batch(src C.uintptr_t, metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t, timeout C.double) C.int {
 	return timed(src, timeout, func(s *syncsource.Source, d time.Duration) error {
-		name, err := borrowName(metric)
+		name, times, vals, err := namedPoints(metric, timeNs, values, count)
 		if err != nil {
 			return err
 		}
-		if count > maxBatch {
-			return invalidf("batch of %d points is too large", uint64(count))
-		}
-		if count > 0 && (timeNs == nil || values == nil) {
-			return invalidf("time_ns or values is NULL")
-		}
-		var times []libmetricq.Timestamp
-		var vals []float64
-		if count > 0 {
-			times = unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count))
-			vals = unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count))
-		}
 		return s.SendBatch(name, times, vals, d)
 	})
+}
+
+// namedPoints is borrowName and points.
+func namedPoints(metric *C.char, timeNs *C.int64_t, values *C.double, count C.size_t) (string, []libmetricq.Timestamp, []float64, error) {
+	name, err := borrowName(metric)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	times, vals, err := points(timeNs, values, count)
+	return name, times, vals, err
+}
+
+// points views count C points as Go slices, without copying: valid only
+// during the call.
+func points(timeNs *C.int64_t, values *C.double, count C.size_t) ([]libmetricq.Timestamp, []float64, error) {
+	if count > maxBatch {
+		return nil, nil, invalidf("batch of %d points is too large", uint64(count))
+	}
+	if count == 0 {
+		return nil, nil, nil
+	}
+	if timeNs == nil || values == nil {
+		return nil, nil, invalidf("time_ns or values is NULL")
+	}
+	return unsafe.Slice((*libmetricq.Timestamp)(unsafe.Pointer(timeNs)), int(count)),
+		unsafe.Slice((*float64)(unsafe.Pointer(values)), int(count)), nil
 }
 
 //export libmq_go_source_flush

@@ -28,23 +28,38 @@ LIBMQ_HIDDEN uintptr_t libmq_in_config(void);
 #define LIBMQ_STATS_FIELDS 18
 LIBMQ_HIDDEN void libmq_fill_stats(void *out, size_t size, const uint64_t *values);
 
-/* stage.c: a new source (registered before it connects, so that a stop
-   of its first core is seen). */
-LIBMQ_HIDDEN void libmq_stage_register(uintptr_t handle);
-/* stage.c: forgets a source whose handle never reached the host. */
-LIBMQ_HIDDEN void libmq_stage_unregister(uintptr_t handle);
-/* stage.c: the source's core number `core` began to stop (perhaps on its
-   own): hand staged points over while it still takes them, and stage no
-   more for it. */
-LIBMQ_HIDDEN void libmq_stage_close(uintptr_t handle, uint64_t core);
+/* registry.c: a new source (before it connects). */
+LIBMQ_HIDDEN void libmq_registry_add(uintptr_t handle);
+/* stage.c: forgets a source whose handle never reached the host, after
+   its stop. */
+LIBMQ_HIDDEN void libmq_stage_forget(uintptr_t handle);
 
-/* What the staging layer (stage.c) needs to know of a declared metric. */
-typedef struct libmq_metric_state {
-    int64_t chunk_size;   /* 0: flushed by hand */
-    int64_t open;         /* points in the core's open chunk */
-    int64_t last;         /* last accepted timestamp, if has_last */
-    int64_t max_buffered; /* the source's buffer bound */
-    int has_last;
-} libmq_metric_state;
+/* The core's answer to a stage's hand-over (libmetricq.Source.HandOver):
+   whether it took the staged points, and the metric's next lease. */
+typedef struct libmq_lease {
+    int64_t room;  /* points the stage may hold; their buffer space is reserved */
+    int64_t after; /* the next point must be later, if has_after */
+    int has_after;
+    int taken;
+} libmq_lease;
+
+/* What the stages of a stopped source still held. */
+typedef struct libmq_staged {
+    const char *metric;
+    int64_t *times;
+    double *values;
+    size_t count;
+} libmq_staged;
+typedef struct libmq_staged_list {
+    void *source;
+    libmq_staged *batches;
+    size_t count;
+} libmq_staged_list;
+
+/* stage.c, the one call from Go into the stage: the source stopped taking
+   points. Closes its stages and returns what they hold (NULL: nothing),
+   for the core to take; then give it back with libmq_stage_collected. */
+LIBMQ_HIDDEN libmq_staged_list *libmq_stage_close(uintptr_t handle);
+LIBMQ_HIDDEN void libmq_stage_collected(libmq_staged_list *list);
 
 #endif

@@ -1,19 +1,14 @@
 /* Staging of points in C before they cross into Go (stage.c). The public
-   entry points (forkguard.c) call these instead of the Go exports for the
-   calls that send, or that must first hand staged points over. */
+   entry points (entry_points.c) call these for the calls that send, or
+   that must first hand staged points over. */
 #ifndef LIBMETRICQ_STAGE_H
 #define LIBMETRICQ_STAGE_H
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "metricq.h"
 #include "capi_internal.h"
-
-/* A connect succeeded: stage points for core (libmq_go_stage_core). */
-LIBMQ_HIDDEN void libmq_stage_open(uintptr_t handle, uint64_t core);
-/* The core's facts of the source's metrics may have changed (a
-   declaration): every stage reads them again before its next point. */
-LIBMQ_HIDDEN void libmq_stage_touch(uintptr_t handle);
 
 LIBMQ_HIDDEN int libmq_stage_send(uintptr_t handle, const char *metric, int64_t time_ns, double value,
                                   double timeout);
@@ -27,10 +22,7 @@ LIBMQ_HIDDEN int libmq_stage_metric_send_batch(uintptr_t metric, const int64_t *
                                                size_t count, double timeout);
 LIBMQ_HIDDEN int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chunk_size);
 LIBMQ_HIDDEN int libmq_stage_flush(uintptr_t handle, double timeout);
+LIBMQ_HIDDEN int libmq_stage_stats(uintptr_t handle, mq_stats *stats, size_t size);
 LIBMQ_HIDDEN void libmq_stage_free(uintptr_t handle);
-
-/* Points the stages accepted (the core does not count those), and points
-   stops could not hand over. Both only grow. */
-LIBMQ_HIDDEN void libmq_stage_stats(uintptr_t handle, uint64_t *accepted, uint64_t *dropped);
 
 #endif

@@ -277,35 +277,25 @@ func (s *Source) SendBatch(metric string, times []libmetricq.Timestamp, values [
 // it stops taking points (see libmetricq.WithBeforeStop).
 func (s *Source) SetBeforeStop(fn func()) { s.beforeStop.Store(&fn) }
 
-// MetricState is the core's state of a declared metric (see
-// libmetricq.Source.MetricState).
-func (s *Source) MetricState(metric string) (libmetricq.MetricState, error) {
-	return s.core.MetricState(metric)
+// HandOver takes points staged in front of the source and returns how many
+// and the metric's next lease (see libmetricq.Source.HandOver).
+func (s *Source) HandOver(metric string, times []libmetricq.Timestamp, values []float64, want int) (int, libmetricq.Lease, error) {
+	return s.core.HandOver(metric, times, values, want)
 }
 
-// Reserve takes buffer space for n points, waiting up to timeout (see
-// libmetricq.Source.Reserve).
-func (s *Source) Reserve(metric string, n int, timeout time.Duration) error {
+// SendLeased accepts points that were not staged, on the metric's lease
+// (see libmetricq.Source.SendLeased); it never waits.
+func (s *Source) SendLeased(metric string, times []libmetricq.Timestamp, values []float64) error {
+	return s.core.SendLeased(metric, times, values)
+}
+
+// AwaitRoom reserves space for n points of the metric's lease, waiting up
+// to timeout (see libmetricq.Source.AwaitRoom).
+func (s *Source) AwaitRoom(metric string, n int, timeout time.Duration) error {
 	return s.nowOrWait(timeout, func(ctx context.Context) error {
-		return s.core.Reserve(ctx, metric, n)
+		return s.core.AwaitRoom(ctx, metric, n)
 	})
 }
-
-// TryReserve takes buffer space for up to n points without waiting and
-// returns how many.
-func (s *Source) TryReserve(n int) int { return s.core.TryReserve(n) }
-
-// Unreserve gives back reserved space.
-func (s *Source) Unreserve(n int) { s.core.Unreserve(n) }
-
-// SendBatchReserved accepts points whose space was reserved; it never
-// waits.
-func (s *Source) SendBatchReserved(metric string, times []libmetricq.Timestamp, values []float64) error {
-	return s.core.SendBatchReserved(metric, times, values)
-}
-
-// MaxBuffered is the bound of points accepted but not yet confirmed.
-func (s *Source) MaxBuffered() int { return s.core.MaxBufferedPoints() }
 
 // nowOrWait runs op (a send or reservation) at once and, only if it found
 // the buffer full, again waiting for space until timeout (a stop ends the

@@ -502,7 +502,7 @@ func TestOneCoreAcrossFailedConnects(t *testing.T) {
 	if s.core != core {
 		t.Fatal("the connect made another core")
 	}
-	if got := s.MaxBuffered(); got != 50 {
+	if got := core.MaxBufferedPoints(); got != 50 {
 		t.Errorf("buffer bound %d, want 50", got)
 	}
 	if err := s.SetMaxBuffered(60); Status(err) != StatusInvalid {

@@ -377,6 +377,15 @@ static void test_staging(void) {
     send_ok(src, "ctest.stage.a", T0, 1);
     EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
     CHECK_MSG(st.buffered_points == 10, "space reserved by the stage: %" PRIu64 ", want 10", st.buffered_points);
+    /* A batch no buffer of this source holds is refused, and leaves no
+       space reserved behind. */
+    for (int i = 0; i < 700; i++) {
+        times[i] = T0 + 1 + i;
+        values[i] = i;
+    }
+    EXPECT_ERR(MQ_ERR_INVALID, "exceed", mq_source_send_batch(src, "ctest.stage.a", times, values, 700, 1));
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    CHECK_MSG(st.buffered_points == 1, "after a refused batch: %" PRIu64 " buffered, want the 1 point", st.buffered_points);
     for (int i = 0; i < 630; i++) {
         times[i] = T0 + i;
         values[i] = i;

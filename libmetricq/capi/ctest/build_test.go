@@ -158,7 +158,7 @@ func TestExportsMatchHeader(t *testing.T) {
 	}
 	declared := prototypes(t, string(header))
 	// The Go exports are libmq_go_*, behind the C entry points of
-	// forkguard.c (which the compiler checks against metricq.h).
+	// entry_points.c (which the compiler checks against metricq.h).
 	exported := prototypes(t, strings.ReplaceAll(string(generated), "libmq_go_", "mq_"))
 	if len(declared) < 20 {
 		t.Fatalf("found only %d prototypes in metricq.h", len(declared))

@@ -1,12 +1,13 @@
-/* The public entry points in front of the Go exports (libmq_go_*). They
-   exist for two reasons. In a child created by fork() after the library
-   was loaded, the Go runtime's threads are gone and the first call into Go
-   hangs inside the cgo transition, before any Go code of ours could check
-   anything. So the check happens here, in C: after a fork, every call fails
-   at once with MQ_ERR_INVALID (NULL for constructors) and a text saying
-   why. The cost is one load of a flag per call. And the calls that send,
-   or must first hand staged points over, go through stage.c, which keeps
-   the cgo transition off the per-point path. */
+/* The public entry table: every mq_* function of include/metricq.h that
+   needs Go, forwarded to the Go exports (libmq_go_*) or, for the calls
+   that send or must first hand staged points over, to stage.c, which
+   keeps the cgo transition off the per-point path. Nothing is decided
+   here but one thing, which only C can check: in a child created by
+   fork() after the library was loaded, the Go runtime's threads are gone
+   and the first call into Go hangs inside the cgo transition, so after a
+   fork every call fails at once with MQ_ERR_INVALID (NULL for
+   constructors) and a text saying why. The cost is one load of a flag per
+   call. */
 #include <pthread.h>
 #include <stddef.h>
 
@@ -49,16 +50,12 @@ mq_source *mq_source_create(const char *url, const char *token) {
 
 mq_source *mq_source_new(const char *url, const char *token, double timeout) {
     GUARD_NULL
-    uintptr_t handle = libmq_go_source_new((char *)url, (char *)token, timeout);
-    if (handle != 0) libmq_stage_open(handle, libmq_go_stage_core(handle));
-    return (mq_source *)handle;
+    return (mq_source *)libmq_go_source_new((char *)url, (char *)token, timeout);
 }
 
 int mq_source_connect(mq_source *src, double timeout) {
     GUARD_INT;
-    int status = libmq_go_source_connect(H(src), timeout);
-    if (status == MQ_OK) libmq_stage_open(H(src), libmq_go_stage_core(H(src)));
-    return status;
+    return libmq_go_source_connect(H(src), timeout);
 }
 
 int mq_source_set_max_buffered(mq_source *src, int64_t points) {
@@ -68,16 +65,12 @@ int mq_source_set_max_buffered(mq_source *src, int64_t points) {
 
 int mq_source_declare(mq_source *src, const char *metric, const char *metadata_json, double timeout) {
     GUARD_INT;
-    int status = libmq_go_source_declare(H(src), (char *)metric, (char *)metadata_json, timeout);
-    libmq_stage_touch(H(src));
-    return status;
+    return libmq_go_source_declare(H(src), (char *)metric, (char *)metadata_json, timeout);
 }
 
 int mq_source_declare_many(mq_source *src, const char *metrics_json, double timeout) {
     GUARD_INT;
-    int status = libmq_go_source_declare_many(H(src), (char *)metrics_json, timeout);
-    libmq_stage_touch(H(src));
-    return status;
+    return libmq_go_source_declare_many(H(src), (char *)metrics_json, timeout);
 }
 
 int mq_source_set_chunk_size(mq_source *src, const char *metric, int64_t chunk_size) {
@@ -148,21 +141,7 @@ int mq_source_set_period(mq_source *src, double period) {
 
 int mq_source_stats(mq_source *src, mq_stats *stats, size_t size) {
     GUARD_INT;
-    int status = libmq_go_source_stats(H(src), stats, size);
-    if (status == MQ_OK) {
-        /* What the stages accepted, the core did not count; staged
-           points a stop could not hand over are dropped. Read after the
-           core's counters: every term only grows, so the sums do too. */
-        uint64_t accepted, dropped;
-        libmq_stage_stats(H(src), &accepted, &dropped);
-        if (size >= offsetof(mq_stats, points_accepted) + sizeof stats->points_accepted) {
-            stats->points_accepted += accepted;
-        }
-        if (size >= offsetof(mq_stats, points_dropped) + sizeof stats->points_dropped) {
-            stats->points_dropped += dropped;
-        }
-    }
-    return status;
+    return libmq_stage_stats(H(src), stats, size);
 }
 
 void mq_set_log_handler(mq_log_fn fn, void *user) {

@@ -81,6 +81,9 @@ type scenario struct {
 	// noWarmup: the scenario is measured from its first run (its runs are
 	// long, and what it times is set up anew every run).
 	noWarmup bool
+	// maxRuns, when set, caps the rounds the scenario runs in (its runs
+	// are long).
+	maxRuns int
 
 	n       int
 	samples []sample
@@ -253,6 +256,9 @@ func (b *bench) main() error {
 	for round := 1; round <= b.cfg.runs; round++ {
 		for _, s := range active {
 			if len(s.errs) > 0 && len(s.samples) == 0 && strings.HasPrefix(s.errs[0], "warm-up") {
+				continue
+			}
+			if s.maxRuns > 0 && round > s.maxRuns {
 				continue
 			}
 			smp, err := b.runOne(ctx, s, "r"+strconv.Itoa(round), s.n)

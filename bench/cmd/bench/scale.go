@@ -20,6 +20,10 @@ import (
 // scaleSizes are the numbers of metrics per source.
 var scaleSizes = []int{100, 1_000, 10_000, 100_000}
 
+// scaleRuns caps the rounds of the scaling runs: one round of all of them
+// takes two to three minutes.
+const scaleRuns = 3
+
 // scaleChunk is the chunk size of every metric in the scaling runs.
 const scaleChunk = 100
 
@@ -57,7 +61,7 @@ func scaleScenarios() []*scenario {
 	for _, metrics := range scaleSizes {
 		for _, lang := range scaleLangs {
 			title := fmt.Sprintf(scaleTitles[lang], metrics, scaleChunk)
-			out = append(out, &scenario{name: scaleName(lang, metrics), title: title, lang: lang, noWarmup: true,
+			out = append(out, &scenario{name: scaleName(lang, metrics), title: title, lang: lang, noWarmup: true, maxRuns: scaleRuns,
 				run: func(ctx context.Context, b *bench, id string, _ int) (sample, error) {
 					return b.scaleRun(ctx, id, lang, metrics)
 				}})
@@ -134,6 +138,7 @@ func (b *bench) scaleReport(p func(format string, args ...any)) {
 	p("then sends points round-robin over all of them, one call per point, chunk size %d; the local manager is started afresh before every run. ", scaleChunk)
 	p("Memory is the growth of the process's VmRSS over the connected source's, per metric: after declaring (idle metrics), ")
 	p("and after the sends (every metric holding an open chunk). Points per run: ours max(200000, 10 N), the reference's max(100000, 2 N). ")
+	p("At most %d rounds (BENCH_RUNS caps it too). ", scaleRuns)
 	p("Each cell: C host / Go host / reference.\n\n")
 	p("| metrics | declare (s) | declare ratio C / reference | send CPU per point (ns) | KB per idle metric | KB per metric after sends |\n")
 	p("|---|---|---|---|---|---|\n")
@@ -193,7 +198,7 @@ set format x "10^{%%L}"
 set xlabel "metrics per source"
 set grid
 set key top left
-`, chart, b.cfg.runs, strings.ReplaceAll(m.CPU, "\"", ""), m.Cores, m.RabbitMQ) +
+`, chart, min(b.cfg.runs, scaleRuns), strings.ReplaceAll(m.CPU, "\"", ""), m.Cores, m.RabbitMQ) +
 		plot("declare all N in one call", "seconds", 2) +
 		plot("send: CPU of the sending thread per point", "ns per point", 5) +
 		fmt.Sprintf(`set title "memory: VmRSS growth per metric (dashed: after sends)"

@@ -76,9 +76,15 @@ func (s *Source) HandOver(metric string, times []Timestamp, values []float64, wa
 // renewLease is the metric's next lease, under m.mu: room for up to want
 // points, never more than the open chunk lacks (the point that fills a
 // chunk is then handed over with it, and the chunk sealed there), nor than
-// its share of the buffer, nor than the space free now.
+// its share of the buffer, nor than the space free now. The share shrinks
+// with the number of metrics, so that all leases together stay within half
+// the buffer: otherwise, with 100,000 metrics, leases taken ahead would
+// use the buffer up after a few thousand metrics, and every further
+// metric's first point would wait for space and make the layer reclaim
+// unused leases from every metric, O(N) work per point.
 func (s *Source) renewLease(m *metric, want int) Lease {
-	room := min(want, max(1, int(s.budget.limit.Load()/leaseShare)))
+	limit := int(s.budget.limit.Load())
+	room := min(want, max(1, limit/leaseShare), max(1, limit/(2*max(1, s.metrics.len()))))
 	if m.chunkSize != ChunkSizeManual {
 		room = min(room, m.chunkSize-m.openPoints())
 	}

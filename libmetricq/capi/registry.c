@@ -42,7 +42,10 @@ static struct {
 } readers[READER_SLOTS] __attribute__((aligned(64)));
 static int writer;
 static pthread_mutex_t writers = PTHREAD_MUTEX_INITIALIZER;
-static __thread int reader_slot = -1;
+/* initial-exec: read with one instruction instead of a call to
+   __tls_get_addr on every point (4 bytes of the static TLS space that
+   libraries loaded with dlopen may use, as the Go runtime's own does). */
+static __thread int reader_slot __attribute__((tls_model("initial-exec"))) = -1;
 
 static int *my_reader_count(void) {
     if (reader_slot < 0) {

@@ -23,9 +23,8 @@ type mgmtLink struct {
 	settings connSettings
 	endpoint *amqpkit.Endpoint
 
-	mu      sync.Mutex
-	conn    *amqp.Connection
-	lostErr error // why the link ended; nil while it is up
+	mu   sync.Mutex
+	conn *amqp.Connection
 
 	done chan struct{} // closed when the link has ended
 }
@@ -91,27 +90,20 @@ func (l *mgmtLink) connect(ctx context.Context) error {
 // connection if it is still open (so the broker frees the exclusive queue
 // for the next link).
 func (l *mgmtLink) lost(err error) {
-	l.mu.Lock()
-	if l.lostErr != nil {
-		l.mu.Unlock()
+	if !l.endpoint.End(err) {
 		return
 	}
-	l.lostErr = err
+	close(l.done)
+	l.mu.Lock()
 	conn := l.conn
 	l.mu.Unlock()
-	l.endpoint.End(err)
-	close(l.done)
 	if conn != nil && !conn.IsClosed() {
 		go amqpkit.Close(conn)
 	}
 }
 
 // err says why the link ended, nil while it is up.
-func (l *mgmtLink) err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.lostErr
-}
+func (l *mgmtLink) err() error { return l.endpoint.Err() }
 
 // close shuts the connection down (bounded by amqpkit.CloseTimeout) and
 // waits for the consumer loops, which end with it. Handlers still running

@@ -161,10 +161,12 @@ func (e *Endpoint) Call(ctx context.Context, function string, args map[string]an
 }
 
 // End fails every call waiting and every later one with err, and cancels
-// the handlers' context. The connection is the caller's to close.
-func (e *Endpoint) End(err error) {
+// the handlers' context; it tells whether it was this call that ended the
+// endpoint. The connection is the caller's to close.
+func (e *Endpoint) End(err error) bool {
 	e.mu.Lock()
-	if e.ended == nil {
+	first := e.ended == nil
+	if first {
 		e.ended = err
 		if e.calls != nil {
 			e.calls.End(err)
@@ -172,6 +174,14 @@ func (e *Endpoint) End(err error) {
 	}
 	e.mu.Unlock()
 	e.cancel()
+	return first
+}
+
+// Err says why the endpoint ended, nil while it is up.
+func (e *Endpoint) Err() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ended
 }
 
 // Wait waits for the consumer loops, which end with the connection.

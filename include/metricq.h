@@ -282,7 +282,8 @@ int mq_source_stats(mq_source *src, mq_stats *stats, size_t size);
    mq_source_stats), the order rule sees it, and flush, stop, free, a
    smaller chunk size and a source stopping on its own all hand staged
    points over first. Buffer space is reserved before a point is staged,
-   up to 512 points at a time per metric (at most 1/64 of the bound):
+   up to 512 points at a time per metric (at most 1/64 of the bound, and
+   less with many metrics, so that all of it stays within half the bound):
    buffered_points counts that reserved space too, so the bound holds
    exactly, and a flush gives back what no point uses. At chunk size 1
    every point crosses into Go once (its chunk is published at once), as

@@ -77,6 +77,7 @@ func runNetworkFault(t *testing.T, f networkFault) {
 		t.Fatalf("noticed after %v, want within %v", detected, f.detect)
 	}
 	healed := time.Now()
+	callsAreBounded(t, src, !f.mgmt)
 	if f.heal != nil {
 		f.heal(t, proxy)
 		healed = time.Now()
@@ -113,6 +114,31 @@ func runNetworkFault(t *testing.T, f networkFault) {
 	}
 	mustContain(t, "the log", logs.String(), f.wantLog...)
 	t.Logf("%d points, %d send timeouts, %d chunks republished, %d arrived twice", total, st.timeouts, stats.ChunksRepublished, repeats)
+}
+
+// callsAreBounded checks that a declaration and a flush made during the
+// fault return within their timeout; a declaration must succeed when the
+// management connection is not the one failing.
+func callsAreBounded(t *testing.T, src *libmetricq.Source, declareWorks bool) {
+	t.Helper()
+	const timeout = 500 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	start := time.Now()
+	err := src.DeclareMetricList(ctx, []string{"net.fault.declared-during"})
+	if took := time.Since(start); took > timeout+200*time.Millisecond {
+		t.Fatalf("a declaration during the fault took %v with a %v timeout", took, timeout)
+	}
+	if declareWorks && err != nil {
+		t.Fatalf("a declaration while only the data connection fails: %v", err)
+	}
+	ctx2, cancel2 := context.WithTimeout(context.Background(), timeout)
+	defer cancel2()
+	start = time.Now()
+	_ = src.Flush(ctx2) // may fail: the point is that it returns
+	if took := time.Since(start); took > timeout+200*time.Millisecond {
+		t.Fatalf("a flush during the fault took %v with a %v timeout", took, timeout)
+	}
 }
 
 // Both connections: no byte moves either way, every socket stays open.

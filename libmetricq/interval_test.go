@@ -177,3 +177,74 @@ func TestIntervalSourcePeriodCannotBeUnset(t *testing.T) {
 		t.Fatalf("nil update: %v", err)
 	}
 }
+
+// An IntervalSource made without an update function starts its schedule
+// when one is attached: the grid is anchored then, so the time that passed
+// before (a connect long ago) is no missed deadline.
+func TestIntervalScheduleStartsWhenAttached(t *testing.T) {
+	s, err := NewIntervalSource("amqp://127.0.0.1/", "source-test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &fakeClock{now: 1_000 * Timestamp(Second)}
+	s.clock = clk
+	var logged []string
+	s.log = slog.New(recordHandler{&logged})
+	if err := s.SetPeriod(Second); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.run(ctx) }()
+	// Time passes before the update function comes (the goroutine waits
+	// for it, and does not look at the clock until then).
+	clk.now = clk.now.Add(10 * Second)
+	attachedAt := clk.now
+	var updates []Timestamp
+	if err := s.Attach(func(context.Context, *IntervalSource) error {
+		updates = append(updates, clk.now)
+		if len(updates) == 3 {
+			cancel()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := []Timestamp{attachedAt, attachedAt.Add(Second), attachedAt.Add(2 * Second)}
+	if fmt.Sprint(updates) != fmt.Sprint(want) {
+		t.Errorf("updates at %v, want %v", updates, want)
+	}
+	if len(logged) != 0 {
+		t.Errorf("logged %q", logged)
+	}
+}
+
+// A schedule cancelled before any update function came ends quietly.
+func TestIntervalScheduleNeverAttached(t *testing.T) {
+	s, err := NewIntervalSource("amqp://127.0.0.1/", "source-test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.run(ctx); err != nil {
+		t.Fatalf("run without an update function: %v", err)
+	}
+}
+
+// recordHandler keeps the messages logged at warning level and above.
+type recordHandler struct{ messages *[]string }
+
+func (h recordHandler) Enabled(_ context.Context, level slog.Level) bool {
+	return level >= slog.LevelWarn
+}
+func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
+	*h.messages = append(*h.messages, r.Message)
+	return nil
+}
+func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h recordHandler) WithGroup(string) slog.Handler      { return h }

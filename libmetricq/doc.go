@@ -16,6 +16,11 @@
 // whose confirmation was lost with the connection. docs/reliability.md has
 // the details, NewSource the TLS (amqps://) parameters.
 //
+// One Source serves its whole life: settings are Options, given to
+// NewSource or, until Connect, to Configure; a Connect that fails (or is
+// cancelled) leaves nothing behind, so it may simply be called again; Stop
+// ends the Source for good.
+//
 // Send never touches the network: it appends to a per-metric buffer and hands
 // whole chunks to a publisher goroutine, so it can be called at a high rate
 // from many goroutines (or, through the C library, from many C threads).

@@ -232,6 +232,13 @@ metric_stage *registry_insert(source_entry *s, metric_stage *m, int for_handle) 
     return found;
 }
 
+int registry_close(source_entry *s) {
+    write_lock();
+    int was = __atomic_exchange_n(&s->closed, 1, __ATOMIC_ACQ_REL);
+    write_unlock();
+    return was;
+}
+
 void registry_destroy(source_entry *s, void (*free_stage)(metric_stage *)) {
     write_lock();
     source_entry **slot = source_slot(s->handle);

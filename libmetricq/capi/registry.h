@@ -76,6 +76,11 @@ LIBMQ_HIDDEN metric_stage *registry_lock_id(uintptr_t id, source_entry **source)
    the one returned. */
 LIBMQ_HIDDEN metric_stage *registry_insert(source_entry *s, metric_stage *m, int for_handle);
 
+/* Closes s: from now on no stage is added to it for a send, and every
+   stage added before is in its list. Returns whether it was closed
+   already. */
+LIBMQ_HIDDEN int registry_close(source_entry *s);
+
 /* Unlinks s and waits until nobody else holds a reference (the caller
    gives up its own); then calls free_stage for every stage, after locking
    it once (a sender that found it before the unlink finishes first), and

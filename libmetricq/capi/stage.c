@@ -405,7 +405,7 @@ static void finish(source_entry *s, int end) {
 libmq_staged_list *libmq_stage_close(uintptr_t handle) {
     source_entry *s = registry_acquire(handle);
     if (s == NULL) return NULL;
-    if (__atomic_exchange_n(&s->closed, 1, __ATOMIC_ACQ_REL)) { /* closed once only */
+    if (registry_close(s)) { /* closed once only */
         registry_release(s);
         return NULL;
     }

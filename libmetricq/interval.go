@@ -108,15 +108,17 @@ func (wallClock) Sleep(ctx context.Context, d Timedelta) error {
 func runSchedule(ctx context.Context, clk clock, period func() Timedelta, update func(context.Context) error, log *slog.Logger) error {
 	deadline := clk.Now()
 	for {
-		if err := update(ctx); err != nil {
-			switch {
-			case ctx.Err() != nil:
-				return nil
-			case errors.Is(err, ErrPublish):
-				log.Debug("update could not publish; points stay buffered", "error", err)
-			default:
+		err := update(ctx)
+		if ctx.Err() != nil {
+			// The source stops (the update may have stopped it, which
+			// takes a flush): no next round, and no deadline to miss.
+			return nil
+		}
+		if err != nil {
+			if !errors.Is(err, ErrPublish) {
 				return fmt.Errorf("update: %w", err)
 			}
+			log.Debug("update could not publish; points stay buffered", "error", err)
 		}
 		p := period()
 		if p <= 0 {

@@ -248,3 +248,25 @@ func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
 }
 func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h recordHandler) WithGroup(string) slog.Handler      { return h }
+
+// An update that stops the source (a flush that outlasts the period) ends
+// the schedule without a word about the deadline it overran.
+func TestScheduleEndsQuietlyWhenAnUpdateStopsTheSource(t *testing.T) {
+	clk := &fakeClock{now: 1_000 * Timestamp(Second)}
+	var logged []string
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	rounds := 0
+	update := func(context.Context) error {
+		rounds++
+		if rounds == 2 {
+			cancel()
+			clk.now = clk.now.Add(3 * Second) // the stop's flush
+		}
+		return nil
+	}
+	err := runSchedule(ctx, clk, func() Timedelta { return Second }, update, slog.New(recordHandler{&logged}))
+	if err != nil || rounds != 2 || len(logged) != 0 {
+		t.Fatalf("schedule: %v after %d rounds, logged %q", err, rounds, logged)
+	}
+}

@@ -167,9 +167,12 @@ def test_run_raises_when_the_source_stops_on_its_own(manager, proxy, token, metr
     source = Ticker(token, proxy.url, metric=metric_prefix + "tick", connection_timeout=1)
     threading.Timer(0.3, proxy.cut).start()
     start = time.monotonic()
-    with pytest.raises(libmetricq.ConnectFailed):
-        source.run()
-    assert time.monotonic() - start < 20
+    try:
+        with pytest.raises(libmetricq.ConnectFailed):
+            source.run()
+        assert time.monotonic() - start < 20
+    finally:
+        source.close()
 
 
 def test_constructor_arguments(url):

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/libmetricq/libmetricq/internal/manager"
 	"github.com/libmetricq/libmetricq/internal/testenv"
 	"github.com/libmetricq/libmetricq/libmetricq"
@@ -124,29 +122,10 @@ type scaleSink struct {
 func newScaleSink(t *testing.T, url string) *scaleSink {
 	t.Helper()
 	k := &scaleSink{next: make([]int, scaleMetrics), done: make(chan struct{})}
-	conn, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatalf("sink: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	ch, err := conn.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ch.QueueBind(q.Name, "scale.#", "metricq.data", false, nil); err != nil {
-		t.Fatal(err)
-	}
-	deliveries, err := ch.Consume(q.Name, "", true, true, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	chunks := rawSink(t, url, "scale.#")
 	go func() {
-		for d := range deliveries {
-			k.take(d.RoutingKey, d.Body)
+		for c := range chunks {
+			k.take(c.metric, c.points)
 		}
 	}()
 	return k
@@ -158,16 +137,12 @@ func (k *scaleSink) fail(format string, args ...any) {
 	}
 }
 
-func (k *scaleSink) take(metric string, body []byte) {
+func (k *scaleSink) take(metric string, points []libmetricq.Point) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	points, err := libmetricq.DecodeDataChunk(body)
-	i, convErr := strconv.Atoi(strings.TrimPrefix(metric, "scale.m"))
+	i, err := strconv.Atoi(strings.TrimPrefix(metric, "scale.m"))
 	switch {
-	case err != nil:
-		k.fail("%s: undecodable chunk: %v", metric, err)
-		return
-	case convErr != nil || i < 0 || i >= scaleMetrics || !strings.HasPrefix(metric, "scale.m"):
+	case err != nil || i < 0 || i >= scaleMetrics || !strings.HasPrefix(metric, "scale.m"):
 		k.fail("a chunk on %q, which no metric of the test is", metric)
 		return
 	case len(points) == 0:

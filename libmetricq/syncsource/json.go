@@ -54,18 +54,16 @@ func metadataObject(raw json.RawMessage, what string) (libmetricq.Metadata, erro
 }
 
 // ParseMetricSet reads the argument of declare_many: a JSON object
-// {name: metadata object or null, ...} or a JSON array of names.
+// {name: metadata object or null, ...} or a JSON array of names. It reads
+// the text once (a source may declare 100,000 metrics in one call), and
+// the metadata {} of each metric without a decoder of its own.
 func ParseMetricSet(text []byte) (map[string]libmetricq.Metadata, error) {
 	if text == nil {
 		return nil, invalid("metrics JSON is NULL")
 	}
-	var raw json.RawMessage
-	if err := decodeJSON(text, "metrics JSON", &raw); err != nil {
-		return nil, err
-	}
-	trimmed := bytes.TrimSpace(raw)
-	switch trimmed[0] {
-	case '[':
+	trimmed := bytes.TrimSpace(text)
+	switch {
+	case len(trimmed) > 0 && trimmed[0] == '[':
 		var list []json.RawMessage
 		if err := decodeJSON(trimmed, "metrics JSON", &list); err != nil {
 			return nil, err
@@ -79,26 +77,34 @@ func ParseMetricSet(text []byte) (map[string]libmetricq.Metadata, error) {
 			out[name] = nil
 		}
 		return out, nil
-	case '{':
+	case len(trimmed) > 0 && trimmed[0] == '{':
 		var obj map[string]json.RawMessage
 		if err := decodeJSON(trimmed, "metrics JSON", &obj); err != nil {
 			return nil, err
 		}
 		out := make(map[string]libmetricq.Metadata, len(obj))
 		for name, item := range obj {
-			if bytes.Equal(bytes.TrimSpace(item), []byte("null")) {
+			item = bytes.TrimSpace(item)
+			switch {
+			case bytes.Equal(item, []byte("null")):
 				out[name] = nil
-				continue
+			case bytes.Equal(item, []byte("{}")):
+				out[name] = libmetricq.Metadata{}
+			default:
+				md, err := metadataObject(item, "metadata of "+quote(name))
+				if err != nil {
+					return nil, err
+				}
+				out[name] = md
 			}
-			md, err := metadataObject(item, "metadata of "+quote(name))
-			if err != nil {
-				return nil, err
-			}
-			out[name] = md
 		}
 		return out, nil
 	}
-	return nil, invalid("metrics JSON must be an object {name: metadata} or an array of names, got %s", jsonKind(trimmed))
+	var raw json.RawMessage
+	if err := decodeJSON(text, "metrics JSON", &raw); err != nil {
+		return nil, err
+	}
+	return nil, invalid("metrics JSON must be an object {name: metadata} or an array of names, got %s", jsonKind(raw))
 }
 
 func jsonKind(raw []byte) string {

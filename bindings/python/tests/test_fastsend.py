@@ -29,6 +29,7 @@ def test_fast_send_in_use():
     from libmetricq import _fastsend
 
     assert source._send is _lib.send is _fastsend.send
+    assert source._metric_send is _lib.metric_send is _fastsend.metric_send
     # The copy built in place (make python) in the package under test.
     assert Path(_fastsend.__file__).parent == Path(libmetricq.__file__).parent
 
@@ -57,8 +58,26 @@ CALLS = [
 ]
 
 
-@pytest.mark.parametrize("args, expected", CALLS, ids=range(len(CALLS)))
-def test_same_as_ctypes(args, expected):
+# The same for metric_send (mq_metric_send) on handles the library refuses
+# (0 and a made-up one), but a time outside int64, which ctypes would wrap
+# and both refuse with OverflowError (_lib.ctypes_metric_send checks it).
+METRIC_CALLS = [
+    ((0, 1, 1.0, 60.0), INVALID),
+    ((None, 1, 1.0, 60.0), INVALID),
+    ((12345, 1, 1.0, 1.0), INVALID),
+    ((0, -(1 << 63), 7, 1), INVALID),
+    ((0, True, True, True), INVALID),
+    ((0, 1 << 63, 1.0, 1.0), OverflowError),
+    ((0, -(1 << 63) - 1, 1.0, 1.0), OverflowError),
+    ((0, 1.5, 1.0, 1.0), ctypes.ArgumentError),
+    ((0, 1, "one", 1.0), ctypes.ArgumentError),
+    ((0, 1, 1.0, None), ctypes.ArgumentError),
+]
+CASES = [("send", "mq_source_send", *c) for c in CALLS] + [("metric_send", "ctypes_metric_send", *c) for c in METRIC_CALLS]
+
+
+@pytest.mark.parametrize("fast_name, ctypes_name, args, expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_same_as_ctypes(fast_name, ctypes_name, args, expected):
     require_fastsend()
     from libmetricq import _fastsend
 
@@ -68,8 +87,8 @@ def test_same_as_ctypes(args, expected):
         except Exception as e:
             return type(e), str(e)
 
-    fast = outcome(_fastsend.send)
-    assert fast == outcome(_lib.mq_source_send)
+    fast = outcome(getattr(_fastsend, fast_name))
+    assert fast == outcome(getattr(_lib, ctypes_name))
     assert fast == expected if isinstance(expected, tuple) else fast[0] is expected
 
 

@@ -3,7 +3,6 @@ library by its handle of the metric (mq_metric_send) instead of by name,
 with the rules, errors and logging of source.send; and a handle that
 outlives its source fails, never crashes."""
 
-import ctypes
 import gc
 import logging
 import weakref
@@ -13,7 +12,7 @@ import pytest
 
 import libmetricq
 from conftest import require_fastsend
-from libmetricq import InvalidArgument, OrderError, SourceStopped, UndeclaredMetric, _lib, source
+from libmetricq import InvalidArgument, OrderError, SourceStopped, UndeclaredMetric
 
 
 @pytest.mark.usefixtures("send_path")
@@ -109,41 +108,6 @@ def test_errors_logged_by_default(make_source, metric_prefix, caplog):
     assert src.stats["points_accepted"] == 1
     failed = [r.getMessage() for r in caplog.records if r.getMessage().startswith(("send of", "send_batch of"))]
     assert len(failed) == 2 and all(m in text for text in failed), failed
-
-
-# The extension's metric_send against the ctypes function on handles the
-# library refuses (0 and a made-up one): the same outcome, but a time
-# outside int64, which both refuse with OverflowError.
-INVALID = ("returned", _lib.ERR_INVALID)
-CALLS = [
-    ((0, 1, 1.0, 60.0), INVALID),
-    ((None, 1, 1.0, 60.0), INVALID),
-    ((12345, 1, 1.0, 1.0), INVALID),
-    ((0, -(1 << 63), 7, 1), INVALID),
-    ((0, True, True, True), INVALID),
-    ((0, 1 << 63, 1.0, 1.0), OverflowError),
-    ((0, -(1 << 63) - 1, 1.0, 1.0), OverflowError),
-    ((0, 1.5, 1.0, 1.0), ctypes.ArgumentError),
-    ((0, 1, "one", 1.0), ctypes.ArgumentError),
-    ((0, 1, 1.0, None), ctypes.ArgumentError),
-]
-
-
-@pytest.mark.parametrize("args, expected", CALLS, ids=range(len(CALLS)))
-def test_fast_metric_send_as_ctypes(args, expected):
-    require_fastsend()
-    from libmetricq import _fastsend
-
-    def outcome(fn):
-        try:
-            return "returned", fn(*args)
-        except Exception as e:
-            return type(e), str(e)
-
-    assert source._metric_send is _fastsend.metric_send
-    fast = outcome(_fastsend.metric_send)
-    assert fast == outcome(_lib.ctypes_metric_send)
-    assert fast == expected if isinstance(expected, tuple) else fast[0] is expected
 
 
 def test_send_is_c_once_bound(make_source, tail, metric_prefix):

@@ -170,7 +170,7 @@ int mq_source_set_client_version(mq_source *src, const char *version);
 int mq_source_set_reconnect_timeout(mq_source *src, double seconds);
 
 /* The AMQP heartbeat of both connections, in whole seconds, 1 to 65535
-   (default 10; the URL parameter heartbeat=<seconds> sets the same). A
+   (default 6; the URL parameter heartbeat=<seconds> sets the same). A
    silent peer (a pulled cable, a frozen VM) is noticed after about 1.5
    intervals and the reconnect begins. Shorter notices a dead network
    sooner but costs a few bytes per interval and risks giving up a

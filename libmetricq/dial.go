@@ -14,11 +14,14 @@ import (
 // otherwise (WithHeartbeat, or heartbeat= in the URL). It bounds how long a
 // silent peer (a pulled cable, a dropped NAT entry, a frozen VM) goes
 // unnoticed: amqp091-go gives up reading after 1.5 intervals without a
-// frame, and the broker drops a client after about 2 missed intervals, which
-// frees the source's exclusive queues for its reconnect. 10 s keeps both
-// well under 30 s. The reference negotiates 60 s, which leaves a dead
-// connection unnoticed for 90 s or more.
-const DefaultHeartbeat = 10 * time.Second
+// frame (9 s), and the broker drops a client it has not heard from within
+// 2 to 3 intervals (at most 18 s), which also frees the source's exclusive
+// queues for its reconnect. When only what the source sends is lost, that
+// broker check (or, on Linux, the kernel's limit on unacknowledged data:
+// 2 intervals) is what notices, so 3 intervals must stay well under 30 s,
+// on a loaded machine too. The reference negotiates 60 s, which leaves a
+// dead connection unnoticed for 90 s or more.
+const DefaultHeartbeat = 6 * time.Second
 
 // connSettings are what every connection of a source is dialled with.
 type connSettings struct {

@@ -153,12 +153,23 @@ func TestNetworkBlackholeBothWays(t *testing.T) {
 	})
 }
 
-// The case with no option set: noticed within 30 s.
+// With no option set, a silent peer is noticed within 30 s: both
+// directions silent (noticed by the source itself) ...
 func TestNetworkBlackholeDefaultHeartbeat(t *testing.T) {
 	runNetworkFault(t, networkFault{
 		batch: 20, data: true, mgmt: true,
 		inject: func(t *testing.T, p *testenv.FaultProxy) { p.Stall("", testenv.Up, testenv.Down) },
 		detect: 30 * time.Second, recover: 40 * time.Second,
+	})
+}
+
+// ... and only what the source sends lost (noticed by the broker, whose
+// close reaches the source, or by the write deadline).
+func TestNetworkSilentUpstreamDefaultHeartbeat(t *testing.T) {
+	runNetworkFault(t, networkFault{
+		batch: 20, data: true, mgmt: true,
+		inject: func(t *testing.T, p *testenv.FaultProxy) { p.Stall("", testenv.Up) },
+		detect: 30 * time.Second, recover: 10 * time.Second,
 	})
 }
 

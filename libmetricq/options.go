@@ -153,7 +153,7 @@ func WithTLSConfig(c *tls.Config) Option {
 }
 
 // WithHeartbeat sets the AMQP heartbeat interval of both connections
-// (default DefaultHeartbeat, 10 s; the URL parameter heartbeat=<seconds> sets
+// (default DefaultHeartbeat, 6 s; the URL parameter heartbeat=<seconds> sets
 // the same). A connection whose peer falls silent is given up after about
 // 1.5 intervals, and a write that cannot complete after 2 intervals, and
 // then the source reconnects. Shorter finds a dead network sooner but

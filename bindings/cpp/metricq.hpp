@@ -588,7 +588,7 @@ public:
     }
 
     // The AMQP heartbeat of both connections, whole seconds from 1 s to
-    // 65535 s (default 10 s); before connecting. See metricq.h for the
+    // 65535 s (default 6 s); before connecting. See metricq.h for the
     // trade-off.
     void set_heartbeat(Duration interval) { check(mq_source_set_heartbeat(h_, detail::seconds(interval))); }
 

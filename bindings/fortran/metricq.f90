@@ -671,7 +671,7 @@ contains
     end function mq_source_set_reconnect_timeout
 
     ! The AMQP heartbeat of both connections, whole seconds 1 to 65535
-    ! (default 10); before connecting.
+    ! (default 6); before connecting.
     function mq_source_set_heartbeat(src, seconds) result(rc)
         type(c_ptr), intent(in) :: src
         real(real64), intent(in) :: seconds

@@ -436,7 +436,7 @@ class SynchronousSource:
             broker (default 1048576); a send that finds the buffer full
             waits up to its timeout for space.
         heartbeat: the AMQP heartbeat of both connections, whole seconds
-            (or a Timedelta) from 1 to 65535 (default 10). A silent peer is
+            (or a Timedelta) from 1 to 65535 (default 6). A silent peer is
             noticed after about 1.5 intervals: shorter notices a dead
             network sooner, at a few bytes per interval and the risk of
             giving up on a broker that is merely stalled.

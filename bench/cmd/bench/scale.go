@@ -185,6 +185,7 @@ func (b *bench) scaleChart() string {
 	c, goHost, ref := `lc rgb "0x1f77b4" pt 7 lw 2`, `lc rgb "0x9467bd" pt 9 lw 2`, `lc rgb "0xd62728" pt 5 lw 2`
 	plot := func(title, ylabel string, col int) string {
 		return fmt.Sprintf(`set title %q
+set key bottom right
 set ylabel %q
 plot %q using 1:%d with linespoints %s title "libmetricq, C host", '' using 1:%d with linespoints %s title "libmetricq, Go host", '' using 1:%d with linespoints %s title "reference metricq 5.4.0"
 `, title, ylabel, datFile, col, c, col+1, goHost, col+2, ref)
@@ -202,6 +203,7 @@ set key top left
 		plot("declare all N in one call", "seconds", 2) +
 		plot("send: CPU of the sending thread per point", "ns per point", 5) +
 		fmt.Sprintf(`set title "memory: VmRSS growth per metric (dashed: after sends)"
+set key top right
 set ylabel "KB per metric"
 plot %q using 1:8 with linespoints %s title "C host, declared (idle)", '' using 1:11 with linespoints %s dt 2 notitle, '' using 1:9 with linespoints %s title "Go host, declared (idle)", '' using 1:12 with linespoints %s dt 2 notitle, '' using 1:10 with linespoints %s title "reference, declared", '' using 1:13 with linespoints %s dt 2 notitle
 unset multiplot

@@ -61,6 +61,7 @@ type Source struct {
 	stopOnce     sync.Once
 	stopFromTask bool // the first Stop came from the task
 	settleOnce   sync.Once
+	settled      atomic.Bool           // the stop's outcome is decided; Stop returns
 	stopErr      error                 // written once, by settle
 	done         chan struct{}         // closed when the source has stopped
 	cause        atomic.Pointer[error] // why the source stopped itself
@@ -617,6 +618,7 @@ func (s *Source) stop(ctx context.Context) {
 // afterwards changes the outcome.
 func (s *Source) settle(flushErr error) {
 	s.settleOnce.Do(func() {
+		defer s.settled.Store(true)
 		s.stopped.Store(true)
 		var errs []error
 		s.lifeMu.Lock()

@@ -40,7 +40,8 @@ type Stats struct {
 	// with a new register and declare).
 	ManagementReconnects uint64
 	// DataConnected and ManagementConnected tell whether each connection is
-	// up right now.
+	// up right now. Once Stop has returned both are false, also while the
+	// connections' close still runs in the background.
 	DataConnected       bool
 	ManagementConnected bool
 }
@@ -190,8 +191,8 @@ func (s *Source) Stats() Stats {
 		BufferFullTimeouts:   s.stats.bufferFullTimeouts.Load(),
 		PointsDropped:        s.stats.pointsDropped.Load(),
 		ManagementReconnects: s.stats.mgmtReconnects.Load(),
-		DataConnected:        s.stats.dataUp.Load(),
-		ManagementConnected:  s.stats.mgmtUp.Load(),
+		DataConnected:        s.stats.dataUp.Load() && !s.settled.Load(),
+		ManagementConnected:  s.stats.mgmtUp.Load() && !s.settled.Load(),
 	}
 }
 

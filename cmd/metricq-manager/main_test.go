@@ -140,7 +140,9 @@ func TestTailTimeoutBeforeCount(t *testing.T) {
 	}
 	defer m.Close()
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"tail", "-n", "1", "-timeout", "300ms", url, "tail.test.silent"}, &stdout, &stderr)
+	// The timeout also covers connecting and subscribing: long enough for
+	// those on a loaded machine, so that it ends while waiting for points.
+	code := run([]string{"tail", "-n", "1", "-timeout", "2s", url, "tail.test.silent"}, &stdout, &stderr)
 	if code != 1 || !strings.Contains(stderr.String(), "timeout after 0 of 1 points") {
 		t.Errorf("exit code %d, stderr %q", code, stderr.String())
 	}

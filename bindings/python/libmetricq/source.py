@@ -487,6 +487,10 @@ class SynchronousSource:
         self._raise_errors = bool(raise_errors)
         self._metrics = {}
         self._metrics_lock = threading.Lock()
+        # metric -> its handle's C send, made after the metric's first
+        # accepted point, so that send(metric, ...) skips the name look-up
+        # and its Python error handling for every later point.
+        self._senders = {}
         chunk = _chunk_size_arg(chunk_size)
         url_b = _c_string(url, "url")
         token_b = _c_string(token, "token")
@@ -577,7 +581,7 @@ class SynchronousSource:
 
     # --- the API of metricq.SynchronousSource --------------------------------
 
-    def send(self, metric, time, value, block=True, timeout=60.0):
+    def send(self, metric, time, value, block=True, timeout=_SEND_TIMEOUT):
         """Sends one data point.
 
         Args:
@@ -596,6 +600,10 @@ class SynchronousSource:
             are logged. Either way the point was not accepted: sending it
             again creates no duplicate.
         """
+        if block is True and timeout is _SEND_TIMEOUT and type(metric) is str:
+            sender = self._senders.get(metric)
+            if sender is not None:
+                return sender(time, value)
         try:
             name = _names_get(metric) or _encode_name(metric)
             if type(time) is not int:
@@ -603,6 +611,8 @@ class SynchronousSource:
             if not _INT64_MIN <= time <= _INT64_MAX:  # ctypes would wrap it silently
                 raise InvalidArgument(f"time {time} is out of the int64 nanosecond range")
             status = _send(self._h, name, time, value, timeout if block else _NOWAIT)
+            if not status and _Sender is not None and metric not in self._senders:
+                self._senders[metric] = self.metric(metric).send
         except _ArgumentError:
             # ctypes refused an argument: convert each one explicitly.
             status = self._send_converted(metric, time, value, block, timeout)

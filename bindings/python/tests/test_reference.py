@@ -75,9 +75,19 @@ def test_raise_errors_restores_exceptions(make_source, metric_prefix):
         source.send(metric_prefix + "undeclared", 1, 1.0)
     with pytest.raises(libmetricq.InvalidArgument):
         source.declare_metrics(["bad*name"])
+    # After a metric's first accepted point, send by name goes through the
+    # metric's handle: its errors are the same.
+    m = metric_prefix + "a"
+    source.declare_metrics([m])
+    source.send(m, 10, 1.0)
+    source.send(m, 11, 1.0)
+    with pytest.raises(libmetricq.OrderError):
+        source.send(m, 11, 2.0)
     source.stop()
     with pytest.raises(SourceStopped):
         source.flush()
+    with pytest.raises(SourceStopped):
+        source.send(m, 12, 1.0)
 
 
 def test_constructor_of_the_reference(manager, url, token, reference_client):

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"sort"
 )
 
@@ -99,4 +100,33 @@ func (s *Source) DeclaredMetrics() []string {
 	})
 	sort.Strings(names)
 	return names
+}
+
+// encodeMetadata is the metadata a metric is declared with: md, plus
+// "chunkSize" when md lacks it (null for manual flushing), as the
+// reference adds it. Metadata that is only the chunk size is shared
+// between the metrics of one declaration (plain is the cache, keyed by
+// chunk size), so that declaring many metrics without metadata does not
+// keep a copy per metric.
+func encodeMetadata(md Metadata, chunkSize int, plain map[int]json.RawMessage) (json.RawMessage, error) {
+	if _, ok := md["chunkSize"]; ok {
+		return json.Marshal(md)
+	}
+	if len(md) == 0 {
+		if shared, ok := plain[chunkSize]; ok {
+			return shared, nil
+		}
+	}
+	augmented := make(Metadata, len(md)+1)
+	maps.Copy(augmented, md)
+	if chunkSize == ChunkSizeManual {
+		augmented["chunkSize"] = nil
+	} else {
+		augmented["chunkSize"] = chunkSize
+	}
+	encoded, err := json.Marshal(augmented)
+	if err == nil && len(md) == 0 {
+		plain[chunkSize] = encoded
+	}
+	return encoded, err
 }

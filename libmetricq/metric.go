@@ -2,8 +2,8 @@ package libmetricq
 
 import (
 	"encoding/json"
+	"fmt"
 	"hash/maphash"
-	"maps"
 	"sync"
 	"sync/atomic"
 )
@@ -161,6 +161,12 @@ func (m *metric) follows(first int64) error {
 	return nil
 }
 
+// OrderError is the error of a point at t refused because the metric's last
+// accepted timestamp is last (t <= last).
+func OrderError(metric string, t, last Timestamp) error {
+	return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d ns is not after the last accepted %d ns", ErrOrder, t, last)}
+}
+
 // add appends one checked point, under mu, sealing the chunk when it fills.
 func (m *metric) add(out *publisher, t int64, value float64) {
 	c := m.openChunk()
@@ -272,33 +278,4 @@ func appendJSONString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	dst = append(dst, s...)
 	return append(dst, '"')
-}
-
-// encodeMetadata is the metadata a metric is declared with: md, plus
-// "chunkSize" when md lacks it (null for manual flushing), as the
-// reference adds it. Metadata that is only the chunk size is shared
-// between the metrics of one declaration (plain is the cache, keyed by
-// chunk size), so that declaring many metrics without metadata does not
-// keep a copy per metric.
-func encodeMetadata(md Metadata, chunkSize int, plain map[int]json.RawMessage) (json.RawMessage, error) {
-	if _, ok := md["chunkSize"]; ok {
-		return json.Marshal(md)
-	}
-	if len(md) == 0 {
-		if shared, ok := plain[chunkSize]; ok {
-			return shared, nil
-		}
-	}
-	augmented := make(Metadata, len(md)+1)
-	maps.Copy(augmented, md)
-	if chunkSize == ChunkSizeManual {
-		augmented["chunkSize"] = nil
-	} else {
-		augmented["chunkSize"] = chunkSize
-	}
-	encoded, err := json.Marshal(augmented)
-	if err == nil && len(md) == 0 {
-		plain[chunkSize] = encoded
-	}
-	return encoded, err
 }

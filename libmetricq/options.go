@@ -38,8 +38,8 @@ type options struct {
 	rpcTimeout       time.Duration
 	reconnectTimeout time.Duration
 	tls              *tls.Config
-	heartbeat        time.Duration                                        // 0 until set; NewSource resolves it
-	onRepublish      func(metric string, times []int64, values []float64) // tests
+	heartbeat        time.Duration                                      // 0 until set; NewSource resolves it
+	onRepublish      func(name string, times []int64, values []float64) // tests
 	beforeStop       func()
 }
 

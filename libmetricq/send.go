@@ -166,12 +166,6 @@ func (s *Source) takesPoints(m *metric) error {
 	return nil
 }
 
-// OrderError is the error of a point at t refused because the metric's last
-// accepted timestamp is last (t <= last).
-func OrderError(metric string, t, last Timestamp) error {
-	return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d ns is not after the last accepted %d ns", ErrOrder, t, last)}
-}
-
 // SendBatch accepts several points of one metric, all or none. times must
 // strictly increase and start after the metric's last accepted timestamp.
 func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp, values []float64) error {

@@ -55,7 +55,7 @@ func runManager(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("metricq-manager", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configFile := fs.String("config", "", "JSON `file`: object token -> client configuration (tokens not in it get {})")
-	metadataFile := fs.String("metadata", "", "JSON `file` persisting metric metadata (loaded at start, rewritten after each declare)")
+	metadataFile := fs.String("metadata", "", "JSON `file` persisting metric metadata (loaded at start, rewritten after declares and at exit)")
 	dataAddress := fs.String("data-address", "", "dataServerAddress sent to clients (default \"vhost:<URL's vhost>\")")
 	requireConfig := fs.Bool("require-config", false, "reply to register RPCs of tokens without a configuration with the manager's \"Document … was not found\" error")
 	verbose := fs.Bool("v", false, "log debug messages")

@@ -59,7 +59,8 @@ type Config struct {
 	RequireConfig bool
 	// MetadataFile, when set, persists the metric metadata as a JSON object
 	// metric -> metadata: loaded at start (a missing file is an empty
-	// store), rewritten after each successful declare.
+	// store), rewritten with the latest state after successful declares
+	// (those that come during a write share the next one) and by Close.
 	MetadataFile string
 	// Logger receives the manager's log; nil means slog.Default().
 	Logger *slog.Logger
@@ -84,7 +85,13 @@ type Manager struct {
 	configRev map[string]int
 	metadata  map[string]map[string]any
 	metaRev   map[string]int
-	fileMu    sync.Mutex // serialises metadata file writes
+	metaDirty bool // the metadata changed since the file was last written
+
+	// The metadata file's one writer (see metadataWriter): woken by
+	// declares, ended by Close after a last write.
+	metaWake chan struct{}
+	metaStop chan struct{}
+	metaDone chan struct{}
 
 	calls *amqpkit.Calls // our requests to clients, answered on "manager-rpc"
 
@@ -122,6 +129,7 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 		configRev:   make(map[string]int),
 		metadata:    make(map[string]map[string]any),
 		metaRev:     make(map[string]int),
+		metaWake:    make(chan struct{}, 1),
 		done:        make(chan struct{}),
 	}
 	if cfg.ConfigFile != "" {
@@ -140,6 +148,9 @@ func Start(ctx context.Context, cfg Config) (*Manager, error) {
 	if err := m.connect(ctx, dataURL); err != nil {
 		m.closeConnections()
 		return nil, fmt.Errorf("manager: %w", err)
+	}
+	if m.metaFile != "" {
+		m.startMetadataWriter()
 	}
 	log.Info("MetricQ manager running", "url", amqpkit.RedactURL(cfg.URL),
 		"dataServerAddress", amqpkit.RedactURL(reply), "metrics", len(m.metadata), "configs", len(m.configs))
@@ -314,6 +325,10 @@ func (m *Manager) Close() error {
 		}
 		m.closeErr = m.closeConnections()
 		m.wg.Wait()
+		if m.metaDone != nil {
+			close(m.metaStop)
+			<-m.metaDone
+		}
 		m.fail(nil)
 	})
 	return m.closeErr

@@ -296,17 +296,38 @@ func TestMetadataFile(t *testing.T) {
 	}
 	c := newClient(t, testenv.Token(t, "source"))
 	c.callOK("source.declare_metrics", map[string]any{"metrics": map[string]any{"new.metric": map[string]any{"unit": "A"}}})
+	if err := m.Close(); err != nil { // the file's last write is Close's
+		t.Fatalf("Close: %v", err)
+	}
 
-	data, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stored map[string]map[string]any
-	if err := json.Unmarshal(data, &stored); err != nil {
-		t.Fatalf("metadata file is not JSON: %v\n%s", err, data)
-	}
+	stored := readMetadataFile(t, file)
 	if stored["new.metric"]["unit"] != "A" || stored["new.metric"]["source"] != c.token || stored["old.metric"]["unit"] != "V" {
-		t.Errorf("metadata file after declare: %s", data)
+		t.Errorf("metadata file after declare: %v", stored)
+	}
+}
+
+// Declares of one metric each, one after the other, share the file's
+// writes; after Close the file holds every metric, in its latest state.
+func TestMetadataFileAfterManyDeclares(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "metadata.json")
+	m, _ := startManager(t, Config{MetadataFile: file})
+	c := newClient(t, testenv.Token(t, "source"))
+	const n = 300
+	for i := range n {
+		c.callOK("source.declare_metrics", map[string]any{"metrics": map[string]any{
+			fmt.Sprintf("many.m%03d", i): map[string]any{"unit": "W", "rate": float64(i)},
+		}})
+	}
+	c.callOK("source.declare_metrics", map[string]any{"metrics": map[string]any{"many.m000": map[string]any{"unit": "kW"}}})
+	stored := metadataAfterClose(t, m, file, n)
+	for i := 1; i < n; i++ {
+		md := stored[fmt.Sprintf("many.m%03d", i)]
+		if md["unit"] != "W" || md["rate"] != float64(i) || md["source"] != c.token {
+			t.Fatalf("many.m%03d in the file: %v", i, md)
+		}
+	}
+	if got := stored["many.m000"]["unit"]; got != "kW" {
+		t.Errorf("many.m000's unit in the file: %v, want the latest declare's kW", got)
 	}
 }
 

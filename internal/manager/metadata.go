@@ -80,15 +80,54 @@ func (m *Manager) declare(token string, declared map[string]map[string]any) erro
 		m.metadata[name] = doc
 		m.metaRev[name]++
 	}
+	m.metaDirty = true
 	m.mu.Unlock()
 	m.log.Info("client declared metrics", "token", token, "count", len(declared), "new", created, "updated", updated)
-	if m.metaFile != "" {
-		if err := m.saveMetadataFile(); err != nil {
-			// The in-memory store is updated; the file is a convenience.
-			m.log.Error("could not write the metadata file", "file", m.metaFile, "error", err)
-		}
+	select {
+	case m.metaWake <- struct{}{}:
+	default: // a wake is pending: the write it brings includes this declare
 	}
 	return nil
+}
+
+// startMetadataWriter starts the metadata file's one writer,
+// metadataWriter. It writes the latest
+// state whenever declares changed it; declares that come while a write is
+// under way share the next write, so that N declares of one metric each
+// do not rewrite a file growing with N N times (O(N^2) bytes). When Close
+// stops it, it writes once more if anything changed since.
+func (m *Manager) startMetadataWriter() {
+	m.metaStop, m.metaDone = make(chan struct{}), make(chan struct{})
+	go m.metadataWriter()
+}
+
+func (m *Manager) metadataWriter() {
+	defer close(m.metaDone)
+	for {
+		select {
+		case <-m.metaWake:
+			m.writeMetadataFile()
+		case <-m.metaStop:
+			m.writeMetadataFile()
+			return
+		}
+	}
+}
+
+// writeMetadataFile writes the file if the metadata changed since the last
+// write.
+func (m *Manager) writeMetadataFile() {
+	m.mu.Lock()
+	dirty := m.metaDirty
+	m.metaDirty = false
+	m.mu.Unlock()
+	if !dirty {
+		return
+	}
+	if err := m.saveMetadataFile(); err != nil {
+		// The in-memory store is updated; the file is a convenience.
+		m.log.Error("could not write the metadata file", "file", m.metaFile, "error", err)
+	}
 }
 
 // document returns a metric's metadata as the manager's CouchDB document
@@ -335,8 +374,6 @@ func (m *Manager) loadMetadataFile(path string) error {
 
 // saveMetadataFile rewrites the metadata file atomically (write, rename).
 func (m *Manager) saveMetadataFile() error {
-	m.fileMu.Lock()
-	defer m.fileMu.Unlock()
 	m.mu.Lock()
 	data, err := json.MarshalIndent(m.metadata, "", "  ")
 	m.mu.Unlock()

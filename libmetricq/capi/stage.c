@@ -166,6 +166,16 @@ static int send_unstaged(uintptr_t handle, source_entry *s, metric_stage *m, con
         m->held = 1;
         if (status == MQ_OK) return MQ_OK;
         if (status == NO_ROOM) status = wait_for_space(handle, s, m, count, timeout);
+        /* While the mutex was let go, other senders may have taken a new
+           lease and staged points under it: they cross first, or the core
+           would take them, unchecked, after these later points. Asking for
+           a lease of 1 keeps the space just reserved. Nor may that lease
+           stage points after these have crossed. */
+        if (status == MQ_OK && m->n > 0) {
+            handover(handle, m, 1);
+            if (m->n > 0) return SEND_DIRECT; /* the handle is gone: Go says so */
+        }
+        m->room = 0;
     }
     /* Refused: space taken for these points goes back. */
     if (m->held) handover(handle, m, 0);

@@ -116,7 +116,7 @@ func TestBrokerMemoryAlarm(t *testing.T) {
 	defer cancelStop()
 	start := time.Now()
 	err := src.Stop(stopCtx)
-	if took := time.Since(start); took > time.Second+100*time.Millisecond {
+	if took := time.Since(start); took > time.Second+testenv.LateMargin {
 		t.Fatalf("Stop while blocked took %v with a 1s timeout", took)
 	}
 	dropped := src.Stats().PointsDropped

@@ -21,10 +21,17 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // EnvURL is the variable holding the broker URL (with a vhost of its own).
 const EnvURL = "METRICQ_TEST_URL"
+
+// LateMargin is how much later than its timeout a call may return in a
+// test. Timers fire late on a loaded 2-core machine (0.6 s seen), while a
+// call that ignored its timeout would overrun by an inner timeout (closing
+// a connection may take amqpkit.CloseTimeout, 2 s) or for ever.
+const LateMargin = time.Second
 
 // URL returns the test broker's URL, failing the test when it is not set.
 func URL(t testing.TB) string {

@@ -51,7 +51,7 @@ func TestStopBoundedInBlackhole(t *testing.T) {
 	start := time.Now()
 	err = s.Stop(timeout, false)
 	took := time.Since(start)
-	if took > timeout+50*time.Millisecond {
+	if took > timeout+testenv.LateMargin {
 		t.Fatalf("Stop took %v with a %v timeout", took, timeout)
 	}
 	st := s.Stats()

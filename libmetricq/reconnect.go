@@ -2,6 +2,7 @@ package libmetricq
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -60,4 +61,35 @@ func restoreConnection(ctx context.Context, what string, timeout time.Duration, 
 // least minAttempt, and at most the dial timeout.
 func attemptTimeout(giveUp time.Time) time.Duration {
 	return min(amqpkit.DefaultDialTimeout, max(time.Until(giveUp), minAttempt))
+}
+
+// openLink opens the first management link. Other failures end the connect
+// at once, but RESOURCE_LOCKED on the RPC queue is retried with the
+// reconnect backoff, as re-registration does, until ctx ends or the
+// reconnect timeout passes: a restarted process finds its queue still held
+// by its previous, half-open connection until the broker notices that one
+// is dead.
+func (s *Source) openLink(ctx context.Context) (*mgmtLink, error) {
+	giveUp := time.Now().Add(s.opts.reconnectTimeout)
+	backoff := backoffFirst
+	for {
+		link := newMgmtLink(s.url, s.token, s.connSettings(), s.log, s.handlers)
+		err := link.connect(ctx)
+		if err == nil {
+			return link, nil
+		}
+		link.close()
+		if !errors.Is(err, amqpkit.ErrQueueLocked) || time.Now().Add(backoff).After(giveUp) {
+			return nil, err
+		}
+		s.log.Warn("management connection failed, retrying", "in", backoff, "error", err)
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (until the connect's time ran out)", err)
+		}
+		backoff = min(2*backoff, backoffMax)
+	}
 }

@@ -247,7 +247,9 @@ type connectAttempt struct {
 // metrics its config handler declared are undeclared again, so Connect
 // may simply be called again. A Connect while another one runs waits for
 // it (within ctx); once connected, Connect fails with ErrInvalid. Stop
-// cancels a Connect in progress.
+// cancels a Connect in progress. A management queue still held by another
+// connection (a half-open one of a restarted process) is waited for,
+// within ctx, as a reconnect waits for it.
 func (s *Source) Connect(ctx context.Context) error {
 	ctx, cancel := s.withRPCTimeout(ctx)
 	defer cancel()
@@ -377,9 +379,8 @@ func (s *Source) Connected() bool {
 }
 
 func (s *Source) connect(ctx context.Context) error {
-	link := newMgmtLink(s.url, s.token, s.connSettings(), s.log, s.handlers)
-	if err := link.connect(ctx); err != nil {
-		link.close()
+	link, err := s.openLink(ctx)
+	if err != nil {
 		return err
 	}
 	if !s.setLink(link) {

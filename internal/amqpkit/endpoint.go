@@ -74,6 +74,11 @@ func NewEndpoint(token string, handlers map[string]Handler, log *slog.Logger) *E
 	}
 }
 
+// ErrQueueLocked is Open's refusal when another connection holds the
+// exclusive RPC queue (the broker's RESOURCE_LOCKED): a client with the
+// same token runs, or a dead connection the broker has not noticed yet.
+var ErrQueueLocked = errors.New("RPC queue locked")
+
 // Open sets the endpoint up on conn as the reference does: it checks that a
 // manager made its exchanges, declares the exclusive queue, binds it to
 // metricq.broadcast and consumes it. Errors wrap ErrConnect.
@@ -88,8 +93,8 @@ func (e *Endpoint) Open(conn *amqp.Connection) error {
 	if _, err := ch.QueueDeclare(e.queue, false, false, true, false, nil); err != nil {
 		var amqpErr *amqp.Error
 		if errors.As(err, &amqpErr) && amqpErr.Code == amqp.ResourceLocked {
-			return fmt.Errorf("%w: queue %q is held by another connection: is a client with token %q running already? "+
-				"(after a network failure the broker frees it once it notices the old connection is dead)", ErrConnect, e.queue, e.token)
+			return fmt.Errorf("%w: %w: queue %q is held by another connection: is a client with token %q running already? "+
+				"(after a network failure the broker frees it once it notices the old connection is dead)", ErrConnect, ErrQueueLocked, e.queue, e.token)
 		}
 		return fmt.Errorf("%w: declare queue %q: %v", ErrConnect, e.queue, err)
 	}

@@ -75,16 +75,8 @@ Flags:
 `, defaultURL)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() > 1 {
-		fmt.Fprintln(stderr, "metricq-manager: too many arguments")
-		fs.Usage()
-		return 2
+	if status, done := parseArgs(fs, args, stderr, func(n int) bool { return n <= 1 }, "metricq-manager: too many arguments"); done {
+		return status
 	}
 	url := defaultBrokerURL()
 	if fs.NArg() == 1 {
@@ -142,16 +134,8 @@ func runTail(args []string, stdout, stderr io.Writer) int {
 			"METRIC is an AMQP topic binding key: \"#\" is everything.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() < 2 {
-		fmt.Fprintln(stderr, "metricq-manager tail: need URL and at least one METRIC")
-		fs.Usage()
-		return 2
+	if status, done := parseArgs(fs, args, stderr, func(n int) bool { return n >= 2 }, "metricq-manager tail: need URL and at least one METRIC"); done {
+		return status
 	}
 	if *count < 0 {
 		fmt.Fprintln(stderr, "metricq-manager tail: -n must not be negative")
@@ -244,4 +228,21 @@ func (f jsonFloat) MarshalJSON() ([]byte, error) {
 		return []byte("null"), nil
 	}
 	return json.Marshal(v)
+}
+
+// parseArgs parses a command's flags and checks its argument count. done
+// says the command ends here, with status: 0 after -h, 2 for a usage error.
+func parseArgs(fs *flag.FlagSet, args []string, stderr io.Writer, countOK func(int) bool, complaint string) (status int, done bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, true
+		}
+		return 2, true
+	}
+	if !countOK(fs.NArg()) {
+		fmt.Fprintln(stderr, complaint)
+		fs.Usage()
+		return 2, true
+	}
+	return 0, false
 }

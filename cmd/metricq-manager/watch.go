@@ -72,16 +72,8 @@ func runWatch(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fmt.Fprint(stderr, watchUsage)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
-	}
-	if fs.NArg() < 1 {
-		fmt.Fprintln(stderr, "metricq-manager watch: need the broker URL")
-		fs.Usage()
-		return 2
+	if status, done := parseArgs(fs, args, stderr, func(n int) bool { return n >= 1 }, "metricq-manager watch: need the broker URL"); done {
+		return status
 	}
 	if o.duration < 0 || o.refresh <= 0 || o.drain < 0 {
 		fmt.Fprintln(stderr, "metricq-manager watch: -duration and -drain must not be negative, -refresh must be positive")

@@ -26,8 +26,9 @@ the ``ours-*`` modes. Each mode prints one JSON object on stdout; times are
   ref-scale  URL TOKEN PREFIX METRICS POINTS CHUNK
       the reference metricq.Source: ``declare_metrics`` of PREFIX.0 …
       PREFIX.<METRICS-1> in one call (timed; VmRSS before and after), then
-      POINTS points round-robin over all of them, ``await source.send`` each
-      (CPU per point; VmRSS after), chunk_size CHUNK; as mqbench scale.
+      a warm-up round (every metric's first point, its CPU per point apart),
+      then POINTS points round-robin over all of them, ``await source.send``
+      each (CPU per point; VmRSS after), chunk_size CHUNK; as mqbench scale.
 
 Timestamps advance by 1 us per point, as in bench/c/mqbench.c. The reference
 modes get their Timestamp objects built before the clock starts, which
@@ -239,7 +240,8 @@ def ref_scale(url, token, prefix, metrics, points, chunk):
         src.chunk_size = chunk
         rounds = -(-points // metrics)
         t0 = time.time_ns()
-        stamps = [metricq.Timestamp(t0 + (r + 1) * STEP_NS) for r in range(rounds)]
+        # stamps[0] is the warm-up round's.
+        stamps = [metricq.Timestamp(t0 + r * STEP_NS) for r in range(rounds + 1)]
         rss_connected = rss_kb()
         declare0 = time.time_ns()
         await src.declare_metrics(request)
@@ -247,15 +249,19 @@ def ref_scale(url, token, prefix, metrics, points, chunk):
         rss_declared = rss_kb()
         send = src.send
         start, cpu0 = time.time_ns(), time.thread_time_ns()
+        for name in names:
+            await send(name, stamps[0], 1.0)
+        first_cpu = time.thread_time_ns() - cpu0
+        cpu0 = time.thread_time_ns()
         for i in range(points):
-            await send(names[i % metrics], stamps[i // metrics], 1.0)
+            await send(names[i % metrics], stamps[1 + i // metrics], 1.0)
         sent, cpu = time.time_ns(), time.thread_time_ns() - cpu0
         rss_sent = rss_kb()
         await src.flush()
         await src.stop()
         return dict(start_ns=start, sent_ns=sent, points=points, metrics=metrics, declare_ns=declare_ns,
-                    cpu_ns_per_point=cpu / points, rss_connected_kb=rss_connected, rss_declared_kb=rss_declared,
-                    rss_sent_kb=rss_sent)
+                    first_cpu_ns_per_point=first_cpu / metrics, cpu_ns_per_point=cpu / points,
+                    rss_connected_kb=rss_connected, rss_declared_kb=rss_declared, rss_sent_kb=rss_sent)
 
     out(**asyncio.run(main()))
 

@@ -71,7 +71,8 @@ type sample map[string]float64
 type scenario struct {
 	name  string // also the metric prefix: bench.<name>.<round>
 	title string
-	// lang: "raw", "c", "py", "ref", "go": colours the chart.
+	// lang: "raw", "c", "py", "ref", "go" ("c-handle" too in the scaling
+	// section): colours the chart, picks the scaling producer.
 	lang string
 	// Throughput scenarios are sized by a warm-up run: n0 points, then
 	// enough for cfg.seconds, a multiple of unit, at most maxN.

@@ -24,6 +24,12 @@
 // Send never touches the network: it appends to a per-metric buffer and hands
 // whole chunks to a publisher goroutine, so it can be called at a high rate
 // from many goroutines (or, through the C library, from many C threads).
+// A program that sends to many metrics takes a Metric handle per metric
+// once and sends through it, skipping the lookup by name:
+//
+//	power, err := src.Metric("node1.power")
+//	...
+//	err = power.Send(ctx, libmetricq.Now(), 42.5)
 package libmetricq
 
 // Version is the library version, reported in discover replies as

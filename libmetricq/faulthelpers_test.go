@@ -355,8 +355,27 @@ func startStream(t testing.TB, src *libmetricq.Source, metrics []string, every, 
 // startBatchStream sends batch points per metric and tick, with SendBatch
 // when batch > 1.
 func startBatchStream(t testing.TB, src *libmetricq.Source, metrics []string, every time.Duration, batch int, sendTimeout time.Duration) *stream {
+	return startStreamVia(t, src, metrics, every, batch, sendTimeout, false)
+}
+
+// startHandleStream is startStream sending through Metric handles.
+func startHandleStream(t testing.TB, src *libmetricq.Source, metrics []string, every, sendTimeout time.Duration) *stream {
+	return startStreamVia(t, src, metrics, every, 1, sendTimeout, true)
+}
+
+func startStreamVia(t testing.TB, src *libmetricq.Source, metrics []string, every time.Duration, batch int, sendTimeout time.Duration, byHandle bool) *stream {
 	t.Helper()
 	s := &stream{src: src, metrics: metrics, accepted: map[string][]libmetricq.Point{}, stop: make(chan struct{}), done: make(chan struct{})}
+	handles := map[string]*libmetricq.Metric{}
+	if byHandle {
+		for _, m := range metrics {
+			h, err := src.Metric(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			handles[m] = h
+		}
+	}
 	go func() {
 		defer close(s.done)
 		tick := time.NewTicker(every)
@@ -376,9 +395,12 @@ func startBatchStream(t testing.TB, src *libmetricq.Source, metrics []string, ev
 				ctx, cancel := context.WithTimeout(context.Background(), sendTimeout)
 				start := time.Now()
 				var err error
-				if batch == 1 {
+				switch {
+				case byHandle:
+					err = handles[m].Send(ctx, times[0], values[0])
+				case batch == 1:
 					err = src.Send(ctx, m, times[0], values[0])
-				} else {
+				default:
 					err = src.SendBatch(ctx, m, times, values)
 				}
 				took := time.Since(start)

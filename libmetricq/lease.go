@@ -52,8 +52,8 @@ const leaseShare = 64
 // does not know (which has no lease, so nothing staged) takes none. An
 // error says why there is no new lease (stopped, undeclared).
 func (s *Source) HandOver(metric string, times []Timestamp, values []float64, want int) (taken int, next Lease, err error) {
-	if len(times) != len(values) {
-		return 0, Lease{}, &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
+	if err := checkLengths(metric, times, values); err != nil {
+		return 0, Lease{}, err
 	}
 	m, err := s.sendable(metric)
 	if err != nil {

@@ -119,14 +119,20 @@ func (s *Source) undeclaredErr(metric string) error {
 // buffered and published with its chunk. It waits (until ctx ends) only when
 // the buffer bound is reached. An error means the point was not accepted,
 // so retrying it creates no duplicate. Timestamps of a metric must strictly
-// increase.
+// increase. A Metric handle sends the same way without finding the metric
+// by its name first.
 func (s *Source) Send(ctx context.Context, metric string, t Timestamp, value float64) error {
 	m, err := s.sendable(metric)
 	if err != nil {
 		return err
 	}
+	return s.send(ctx, m, t, value)
+}
+
+// send is Send once the metric is found, by name or by handle.
+func (s *Source) send(ctx context.Context, m *metric, t Timestamp, value float64) error {
 	if err := s.budget.acquire(ctx, 1, &s.stats); err != nil {
-		return s.budgetErr(metric, err)
+		return s.budgetErr(m.name, err)
 	}
 	m.mu.Lock()
 	if err := s.admit(m, int64(t)); err != nil {
@@ -173,8 +179,14 @@ func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp
 	if err != nil || m == nil {
 		return err
 	}
+	return s.sendBatch(ctx, m, times, values)
+}
+
+// sendBatch is SendBatch once the metric is found and the batch checked
+// (checkBatch), not empty.
+func (s *Source) sendBatch(ctx context.Context, m *metric, times []Timestamp, values []float64) error {
 	if err := s.budget.acquire(ctx, len(times), &s.stats); err != nil {
-		return s.budgetErr(metric, err)
+		return s.budgetErr(m.name, err)
 	}
 	if err := s.appendBatch(m, times, values); err != nil {
 		s.budget.release(len(times))
@@ -183,22 +195,42 @@ func (s *Source) SendBatch(ctx context.Context, metric string, times []Timestamp
 	return nil
 }
 
-// batchable checks a batch that does not depend on the metric's state; a
-// nil metric with a nil error means an empty batch.
+// batchable finds the metric of a batch and checks what does not depend
+// on its state; a nil metric with a nil error means an empty batch.
 func (s *Source) batchable(metric string, times []Timestamp, values []float64) (*metric, error) {
-	if len(times) != len(values) {
-		return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
+	if err := checkLengths(metric, times, values); err != nil {
+		return nil, err
 	}
 	m, err := s.sendable(metric)
+	if err == nil {
+		err = checkBatch(metric, times, values)
+	}
 	if err != nil || len(times) == 0 {
 		return nil, err
 	}
+	return m, nil
+}
+
+// checkBatch checks what a batch must be whatever its metric's state: as
+// many values as timestamps, the timestamps strictly increasing.
+func checkBatch(metric string, times []Timestamp, values []float64) error {
+	if err := checkLengths(metric, times, values); err != nil {
+		return err
+	}
 	for i := 1; i < len(times); i++ {
 		if times[i] <= times[i-1] {
-			return nil, &MetricError{Metric: metric, Err: fmt.Errorf("%w: batch timestamp %d (%d ns) is not after the one before (%d ns)", ErrOrder, i, times[i], times[i-1])}
+			return &MetricError{Metric: metric, Err: fmt.Errorf("%w: batch timestamp %d (%d ns) is not after the one before (%d ns)", ErrOrder, i, times[i], times[i-1])}
 		}
 	}
-	return m, nil
+	return nil
+}
+
+// checkLengths refuses points whose timestamps and values do not pair up.
+func checkLengths(metric string, times []Timestamp, values []float64) error {
+	if len(times) != len(values) {
+		return &MetricError{Metric: metric, Err: fmt.Errorf("%w: %d timestamps but %d values", ErrInvalid, len(times), len(values))}
+	}
+	return nil
 }
 
 // appendBatch adds a checked batch whose buffer space is taken, sealing
@@ -212,6 +244,43 @@ func (s *Source) appendBatch(m *metric, times []Timestamp, values []float64) err
 	m.addBatch(s.pub(), timestampsAsInt64(times), values)
 	m.accepted += uint64(len(times))
 	return nil
+}
+
+// Metric is a handle on one metric of a source, for sending without a
+// lookup by name: a program that sends to many metrics keeps a handle per
+// metric (Source.Metric) and sends through it. Sending by handle is
+// sending by name in every other respect: the same checks, errors,
+// buffering and order. A handle stays valid for the source's life, across
+// reconnects, and may be used from many goroutines at once.
+type Metric struct {
+	src *Source
+	m   *metric
+}
+
+// Metric returns a handle on the named metric. Only the name is checked:
+// the metric need not be declared yet (sends by the handle fail with
+// ErrUndeclared until it is), nor the source connected.
+func (s *Source) Metric(name string) (*Metric, error) {
+	if err := ValidateMetricName(name); err != nil {
+		return nil, err
+	}
+	return &Metric{src: s, m: s.metric(name)}, nil
+}
+
+// Name is the metric's name.
+func (h *Metric) Name() string { return h.m.name }
+
+// Send accepts one point, as Source.Send does.
+func (h *Metric) Send(ctx context.Context, t Timestamp, value float64) error {
+	return h.src.send(ctx, h.m, t, value)
+}
+
+// SendBatch accepts several points, all or none, as Source.SendBatch does.
+func (h *Metric) SendBatch(ctx context.Context, times []Timestamp, values []float64) error {
+	if err := checkBatch(h.m.name, times, values); err != nil || len(times) == 0 {
+		return err
+	}
+	return h.src.sendBatch(ctx, h.m, times, values)
 }
 
 func (s *Source) sealAll() {

@@ -74,22 +74,41 @@ func flushOrFail(b *testing.B, src *libmetricq.Source) {
 // be 0 in steady state (a warm-up fills the chunk pool first).
 func BenchmarkSend(b *testing.B) {
 	src := benchSource(b, 1000, 1)
+	benchSendPoints(b, src, func(ctx context.Context, t libmetricq.Timestamp) error {
+		return src.Send(ctx, "bench.m0", t, 42.5)
+	})
+}
+
+// BenchmarkSendByHandle is BenchmarkSend through a Metric handle.
+func BenchmarkSendByHandle(b *testing.B) {
+	src := benchSource(b, 1000, 1)
+	h, err := src.Metric("bench.m0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchSendPoints(b, src, func(ctx context.Context, t libmetricq.Timestamp) error {
+		return h.Send(ctx, t, 42.5)
+	})
+}
+
+// benchSendPoints times b.N points of one metric, sent by send, until the
+// broker has confirmed them.
+func benchSendPoints(b *testing.B, src *libmetricq.Source, send func(context.Context, libmetricq.Timestamp) error) {
 	ctx := context.Background()
-	t0 := libmetricq.Now()
-	next := t0
-	send := func(n int) {
+	next := libmetricq.Now()
+	sendN := func(n int) {
 		for range n {
 			next += 1000
-			if err := src.Send(ctx, "bench.m0", next, 42.5); err != nil {
+			if err := send(ctx, next); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	send(200_000) // warm-up: chunk pool, buffers, connection
+	sendN(200_000) // warm-up: chunk pool, buffers, connection
 	flushOrFail(b, src)
 	b.ReportAllocs()
 	b.ResetTimer()
-	send(b.N)
+	sendN(b.N)
 	flushOrFail(b, src)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "points/s")

@@ -73,8 +73,8 @@ typedef struct mq_source mq_source;     /* opaque handle to one Source */
 /* Beyond the contract: defaults and limits. */
 #define MQ_DEFAULT_CHUNK_SIZE   1        /* points per chunk, as in the Python Source  */
 #define MQ_DEFAULT_MAX_BUFFERED 1048576  /* points accepted but not yet confirmed by the
-                                            broker (about 16 MiB); see
-                                            mq_source_set_max_buffered                 */
+                                            broker (about 16 MiB), or more with many
+                                            metrics; see mq_source_set_max_buffered    */
 #define MQ_MAX_NAME_LENGTH      255      /* bytes of a metric name                     */
 
 const char *mq_version(void);          /* e.g. "libmetricq/0.1.0"                        */
@@ -148,10 +148,17 @@ void mq_source_free(mq_source *src);
 mq_source *mq_source_create(const char *url, const char *token);
 int mq_source_connect(mq_source *src, double timeout);
 
-/* Bounds the points held until the broker confirms them (default
-   MQ_DEFAULT_MAX_BUFFERED). When the bound is reached, mq_source_send waits
-   up to its timeout for space and then fails with MQ_ERR_TIMEOUT, accepting
-   nothing. points >= 1. Before connecting only (MQ_ERR_INVALID after). */
+/* Bounds the points held until the broker confirms them. When the bound is
+   reached, mq_source_send waits up to its timeout for space and then fails
+   with MQ_ERR_TIMEOUT, accepting nothing. points >= 1. Before connecting
+   only (MQ_ERR_INVALID after).
+   Unset, the bound is MQ_DEFAULT_MAX_BUFFERED or twice the sum of the
+   declared metrics' chunk sizes, whichever is larger, so that every
+   metric's open chunk fits (100,000 metrics of chunk size 100: 20,000,000
+   points), with as much again for chunks on their way. A bound set here
+   stays as set; if the open chunks fill it, they are published before
+   they fill (smaller messages, logged) rather than every send waiting for
+   space nothing would free. */
 int mq_source_set_max_buffered(mq_source *src, int64_t points);
 
 /* The version the source reports in its replies to the manager's

@@ -66,8 +66,10 @@ func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata
 			d.m.mu.Lock()
 			d.m.declared = true
 			d.m.declaration = d.metadata
+			s.countChunk(d.m)
 			d.m.mu.Unlock()
 		}
+		s.fitBound()
 		again := s.declEpoch != epoch
 		s.declMu.Unlock()
 		if !again {

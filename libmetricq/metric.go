@@ -30,6 +30,9 @@ type metric struct {
 	open        *chunk // points accepted but not yet sealed
 	accepted    uint64 // points accepted, for Stats (counted here, under mu, rather than in a shared atomic)
 	leased      int    // buffer space reserved for a staging layer's points (lease.go)
+	// countedChunk is the chunk size this metric adds to the bound's
+	// growth while declared (bound.go).
+	countedChunk int
 }
 
 // metricTable finds a metric by name. Metrics are added, never removed,

@@ -21,7 +21,9 @@ type ConfigHandler func(ctx context.Context, s *Source, config map[string]any) e
 type Task func(ctx context.Context, s *Source) error
 
 // DefaultMaxBufferedPoints bounds the points a source holds that the broker
-// has not confirmed yet: about 16 MiB of timestamps and values.
+// has not confirmed yet: about 16 MiB of timestamps and values. Unless
+// WithMaxBufferedPoints sets a bound, the bound grows beyond it to twice
+// the chunk sizes of the declared metrics (see WithMaxBufferedPoints).
 const DefaultMaxBufferedPoints = 1 << 20
 
 // DefaultRPCTimeout is how long Connect and DeclareMetrics wait for the
@@ -34,6 +36,7 @@ type options struct {
 	logger           *slog.Logger
 	chunkSize        int
 	maxBuffered      int
+	boundGiven       bool // maxBuffered was set, and stays as set
 	clientVersion    string
 	rpcTimeout       time.Duration
 	reconnectTimeout time.Duration
@@ -93,12 +96,21 @@ func WithChunkSize(n int) Option {
 
 // WithMaxBufferedPoints bounds the points held until the broker confirms
 // them. Send waits, up to its context, while the bound is reached.
+//
+// Without it the bound is DefaultMaxBufferedPoints or twice the sum of the
+// declared metrics' chunk sizes, whichever is larger: the open chunks of
+// all metrics always fit, with as much again for chunks on their way, so
+// a source with 100,000 metrics of chunk size 100 gets 20,000,000 points.
+// A bound smaller than the open chunks need still works: when the buffer
+// is full and mostly open chunks, they are published before they fill
+// (smaller messages, logged), since otherwise no chunk could ever fill
+// and every Send would wait for space that never frees.
 func WithMaxBufferedPoints(n int) Option {
 	return func(o *options) error {
 		if n < 1 {
 			return fmt.Errorf("%w: max buffered points must be at least 1, got %d", ErrInvalid, n)
 		}
-		o.maxBuffered = n
+		o.maxBuffered, o.boundGiven = n, true
 		return nil
 	}
 }

@@ -50,6 +50,7 @@ type publisher struct {
 	mu           sync.Mutex
 	queue        []*chunk // sealed, not yet published
 	inflight     []*chunk // published on the current session, unconfirmed, in tag order
+	unconfirmed  int      // points in queue and inflight
 	sealedSeq    uint64   // seq of the last chunk enqueued
 	confirmedSeq uint64   // every chunk with seq <= this is confirmed
 	lastErr      error    // the last publish or connect failure, nil once healthy
@@ -201,6 +202,7 @@ func (p *publisher) enqueue(c *chunk) {
 	p.sealedSeq++
 	c.seq = p.sealedSeq
 	p.queue = append(p.queue, c)
+	p.unconfirmed += len(c.times)
 	p.mu.Unlock()
 	p.poke()
 }
@@ -411,6 +413,7 @@ func (p *publisher) confirm(s *session, c amqp.Confirmation) {
 	done := p.inflight[0]
 	p.inflight[0] = nil
 	p.inflight = p.inflight[1:]
+	p.unconfirmed -= len(done.times)
 	p.confirmedSeq = done.seq
 	p.lastErr = nil
 	close(p.progress)
@@ -500,14 +503,8 @@ func (p *publisher) abandon() int {
 	if p.current != nil {
 		p.current.poisoned = true
 	}
-	n := 0
-	for _, c := range p.queue {
-		n += len(c.times)
-	}
-	for _, c := range p.inflight {
-		n += len(c.times)
-	}
-	p.queue, p.inflight = nil, nil
+	n := p.unconfirmed
+	p.queue, p.inflight, p.unconfirmed = nil, nil, 0
 	p.mu.Unlock()
 	p.cancel()
 	p.poke()
@@ -518,14 +515,7 @@ func (p *publisher) abandon() int {
 func (p *publisher) unconfirmedPoints() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
-	for _, c := range p.queue {
-		n += len(c.times)
-	}
-	for _, c := range p.inflight {
-		n += len(c.times)
-	}
-	return n
+	return p.unconfirmed
 }
 
 // currentSession is for tests.

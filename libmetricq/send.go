@@ -71,8 +71,12 @@ func (s *Source) SetMetricChunkSize(metric string, n int) error {
 	}
 	m := s.metric(metric)
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.setChunkSize(s.pub(), n)
+	if m.declared {
+		s.countChunk(m)
+	}
+	m.mu.Unlock()
+	s.fitBound()
 	return nil
 }
 

@@ -32,6 +32,11 @@ type Source struct {
 	stats       counters
 	fullLogged  atomic.Int64 // unix ns of the last "buffer full" log line
 
+	// The bound's growth and early sealing (bound.go).
+	declaredChunks atomic.Int64 // sum of the declared metrics' chunk sizes
+	sealingEarly   atomic.Bool  // a pass of early sealing is under way
+	earlyLogged    atomic.Int64 // unix ns of the last "sealed early" log line
+
 	// declEpoch counts the snapshots of declared metrics that reconnects
 	// take, so that a declaration racing with one is sent again.
 	declMu    sync.Mutex
@@ -104,7 +109,7 @@ func NewSource(url, token string, opts ...Option) (*Source, error) {
 	}
 	s.stopCtx, s.stopCancel = context.WithCancel(context.Background())
 	s.budget.stop = s.stopCtx.Done()
-	s.budget.onFull = s.logBufferFull
+	s.budget.onFull = s.onBufferFull
 	if o.heartbeat == 0 {
 		s.log.Warn("heartbeat=0: the broker chooses the heartbeat (RabbitMQ: 60 s), so a silent connection may go unnoticed for 90 s or more")
 	}
@@ -201,6 +206,7 @@ func (s *Source) Configure(opts ...Option) error {
 	s.handlers = s.rpcHandlers()
 	s.defaultChunkSize.Store(int64(o.chunkSize))
 	s.budget.limit.Store(int64(o.maxBuffered))
+	s.fitBound()
 	return nil
 }
 

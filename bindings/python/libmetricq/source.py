@@ -433,8 +433,9 @@ class SynchronousSource:
         chunk_size: the default chunk size, as the :attr:`chunk_size`
             property (default 1; None: points go out on :meth:`flush` only).
         max_buffered: bound of points accepted but not yet confirmed by the
-            broker (default 1048576); a send that finds the buffer full
-            waits up to its timeout for space.
+            broker (default 1048576, or twice the declared metrics'
+            chunk sizes if that is more); a send that finds the buffer
+            full waits up to its timeout for space.
         heartbeat: the AMQP heartbeat of both connections, whole seconds
             (or a Timedelta) from 1 to 65535 (default 6). A silent peer is
             noticed after about 1.5 intervals: shorter notices a dead

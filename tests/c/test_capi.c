@@ -1411,6 +1411,60 @@ static void test_buffer(void) {
     mq_source_free(src);
 }
 
+/* A bound smaller than the open chunks need: 40 metrics of chunk size 100
+   fill a bound of 1,000 points with open chunks after 25 rounds (their
+   leases and staged points included), and no chunk has filled. The open
+   chunks are published before they fill instead of every send waiting for
+   space nothing frees: every point is accepted and arrives, in order. Half
+   the metrics are sent to by handle, half by name. */
+static void test_open_chunks_beyond_bound(void) {
+    fprintf(stderr, "== open chunks beyond the bound\n");
+    enum { METRICS = 40, ROUNDS = 60 };
+    mq_source *src = mq_source_create(url, "ctest-open-chunks");
+    CHECK(src != NULL);
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src, NULL, 100));
+    EXPECT(MQ_OK, mq_source_set_max_buffered(src, 1000));
+    EXPECT(MQ_OK, mq_source_connect(src, 30));
+    char names[METRICS][32], json[METRICS * 40 + 3];
+    size_t used = 0;
+    mq_metric *handles[METRICS];
+    json[used++] = '{';
+    for (int i = 0; i < METRICS; i++) {
+        snprintf(names[i], sizeof names[i], "ctest.open.m%d", i);
+        used += (size_t)snprintf(json + used, sizeof json - used, "%s\"%s\": {}", i ? ", " : "", names[i]);
+    }
+    snprintf(json + used, sizeof json - used, "}");
+    EXPECT(MQ_OK, mq_source_declare_many(src, json, 30));
+    for (int i = 0; i < METRICS; i++) CHECK((handles[i] = mq_source_metric(src, names[i])) != NULL);
+    log_clear();
+    int refused = 0;
+    for (int k = 0; k < ROUNDS && !refused; k++) {
+        for (int i = 0; i < METRICS; i++) {
+            int64_t t = T0 + k;
+            double v = i * 1000 + k;
+            int rc = i % 2 ? mq_metric_send(handles[i], t, v, 5) : mq_source_send(src, names[i], t, v, 5);
+            if (rc != MQ_OK) {
+                CHECK_MSG(0, "round %d, %s: %d %s", k, names[i], rc, mq_last_error());
+                refused = 1;
+                break;
+            }
+        }
+    }
+    EXPECT(MQ_OK, mq_source_flush(src, 30));
+    mq_stats st;
+    EXPECT(MQ_OK, mq_source_stats(src, &st, sizeof st));
+    CHECK_MSG(st.points_accepted == METRICS * ROUNDS && st.buffer_full_timeouts == 0 && st.points_dropped == 0,
+              "accepted %" PRIu64 " timeouts %" PRIu64 " dropped %" PRIu64, st.points_accepted,
+              st.buffer_full_timeouts, st.points_dropped);
+    CHECK_MSG(log_contains("before they filled"), "early sealing not logged");
+    for (int i = 0; i < METRICS; i++) {
+        expect_seq(names[i], ROUNDS, T0, 1, i * 1000, 1);
+        expect_chunks(names[i], "max 100");
+    }
+    EXPECT(MQ_OK, mq_source_stop(src, 30));
+    mq_source_free(src);
+}
+
 /* ----------------------------------------------------------------------- */
 /* Configuration hook.                                                       */
 
@@ -1859,6 +1913,7 @@ int main(void) {
     test_metric_handles();
     test_stage_stress();
     test_buffer();
+    test_open_chunks_beyond_bound();
     test_staging();
     test_config_hook();
     test_interval();

@@ -7,16 +7,27 @@
    the source's by_index in the low INDEX_BITS. Go never reuses a source
    handle, so a handle of a freed source stays invalid for good.
 
+   By name, a source's stages are found in an open-addressing table whose
+   slots hold each name's hash, so that a lookup reads one slot and then
+   only the stage it is after. With many metrics each of those is a cache
+   miss, which no later call can overlap: the stage's lock and the
+   registry's reader count are atomic instructions, full barriers on x86.
+   So a stage keeps what a send touches in one cache line, and stages lie
+   one after another in memory in the order they were added.
+
    Locking: the registry lock (read_lock/write_lock) guards the tables of
-   sources and stages. A sender locks the stage's mutex while it still
-   holds the registry lock for reading, and only then lets it go:
+   sources and stages. A sender locks the stage (stage_lock) while it
+   still holds the registry lock for reading, and only then lets it go:
    registry_destroy, having unlinked the source under the write lock,
-   locks every stage's mutex once more before freeing, and so waits for
-   every sender that found the source. Long operations hold a reference
+   locks every stage once more before freeing, and so waits for every
+   sender that found the source. Long operations hold a reference
    instead, which registry_destroy also waits for. */
+#include <linux/futex.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "metricq.h"
 #include "registry.h"
@@ -82,16 +93,34 @@ static void write_unlock(void) {
 
 static source_entry *sources[SOURCE_BUCKETS];
 
-int registry_hash(const char *name, size_t *len, uint64_t *hash) {
+static long futex(uint32_t *word, int op, uint32_t value) {
+    return syscall(SYS_futex, word, op | FUTEX_PRIVATE_FLAG, value, NULL, NULL, 0);
+}
+
+/* The lock word was not free: mark it waited for (2) and sleep until it is
+   free again. Whoever takes it here leaves it 2, so its unlock wakes the
+   next sleeper, if any (at worst one needless wake). */
+void stage_lock_wait(uint32_t *word) {
+    while (__atomic_exchange_n(word, 2, __ATOMIC_ACQUIRE) != 0) futex(word, FUTEX_WAIT, 2);
+}
+
+/* A wake may reach a stage freed meanwhile (registry_destroy takes the
+   lock once before freeing): the kernel then wakes nobody or, if the
+   memory is a lock word again, causes a spurious wake, which
+   stage_lock_wait's loop absorbs. */
+void stage_lock_wake(uint32_t *word) { futex(word, FUTEX_WAKE, 1); }
+
+int registry_name_len(const char *name, size_t *len) {
+    if (name == NULL) return 0;
+    *len = strnlen(name, MQ_MAX_NAME_LENGTH + 1);
+    return *len <= MQ_MAX_NAME_LENGTH;
+}
+
+/* FNV-1a. */
+static uint64_t name_hash(const char *name, size_t len) {
     uint64_t h = 14695981039346656037ull;
-    size_t i = 0;
-    for (; name[i] != '\0'; i++) {
-        if (i >= MQ_MAX_NAME_LENGTH) return 0;
-        h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
-    }
-    *len = i;
-    *hash = h;
-    return 1;
+    for (size_t i = 0; i < len; i++) h = (h ^ (unsigned char)name[i]) * 1099511628211ull;
+    return h;
 }
 
 static source_entry **source_slot(uintptr_t handle) {
@@ -100,19 +129,45 @@ static source_entry **source_slot(uintptr_t handle) {
     return p;
 }
 
-static metric_stage *find_stage(source_entry *s, const char *name, size_t len, uint64_t hash) {
-    for (metric_stage *m = s->buckets[hash & (s->bucket_count - 1)]; m != NULL; m = m->next) {
-        if (m->hash == hash && m->name_len == len && memcmp(m->name, name, len) == 0) return m;
-    }
-    return NULL;
+/* The first slot to probe for a hash: its high bits after one multiply
+   (FNV-1a's low bits alone cluster under linear probing). */
+static size_t first_slot(uint64_t hash, unsigned bits) {
+    return (size_t)((hash * 0x9e3779b97f4a7c15ull) >> (64 - bits));
 }
+
+/* Linear probing; a table always has an empty slot, which ends the probe. */
+static metric_stage *find_stage(const source_entry *s, const char *name, size_t len, uint64_t hash) {
+    size_t mask = ((size_t)1 << s->slot_bits) - 1;
+    for (size_t i = first_slot(hash, s->slot_bits);; i = (i + 1) & mask) {
+        const stage_slot *slot = &s->slots[i];
+        if (slot->stage == NULL) return NULL;
+        if (slot->hash == hash && slot->stage->name_len == len && memcmp(slot->stage->name, name, len) == 0) {
+            return slot->stage;
+        }
+    }
+}
+
+static void put_slot(stage_slot *slots, unsigned bits, uint64_t hash, metric_stage *m) {
+    size_t mask = ((size_t)1 << bits) - 1, i = first_slot(hash, bits);
+    while (slots[i].stage != NULL) i = (i + 1) & mask;
+    slots[i] = (stage_slot){hash, m};
+}
+
+enum { FIRST_SLOT_BITS = 4 };
+
+/* A block of stages starts with its link, padded so that the stages after
+   it start on a cache line. */
+enum { BLOCK_HEADER = 64 };
+typedef struct stage_block {
+    struct stage_block *next;
+} stage_block;
 
 void libmq_registry_add(uintptr_t handle) {
     source_entry *s = calloc(1, sizeof *s);
     if (s == NULL) return; /* the source works without stages */
-    s->bucket_count = 16;
-    s->buckets = calloc(s->bucket_count, sizeof *s->buckets);
-    if (s->buckets == NULL) {
+    s->slot_bits = FIRST_SLOT_BITS;
+    s->slots = calloc((size_t)1 << s->slot_bits, sizeof *s->slots);
+    if (s->slots == NULL) {
         free(s);
         return;
     }
@@ -127,7 +182,7 @@ void libmq_registry_add(uintptr_t handle) {
     }
     write_unlock();
     if (s != NULL) { /* cannot happen: Go never reuses a handle */
-        free(s->buckets);
+        free(s->slots);
         free(s);
     }
 }
@@ -152,12 +207,11 @@ void registry_release(source_entry *s) {
     pthread_mutex_unlock(&s->ref_mu);
 }
 
-metric_stage *registry_lock_name(uintptr_t handle, const char *name, size_t len, uint64_t hash,
-                                 source_entry **source) {
+metric_stage *registry_lock_name(uintptr_t handle, const char *name, size_t len, source_entry **source) {
     read_lock();
     source_entry *s = *source_slot(handle);
-    metric_stage *m = s == NULL ? NULL : find_stage(s, name, len, hash);
-    if (m != NULL) pthread_mutex_lock(&m->mu);
+    metric_stage *m = s == NULL ? NULL : find_stage(s, name, len, name_hash(name, len));
+    if (m != NULL) stage_lock(m);
     read_unlock();
     *source = s;
     return m;
@@ -172,7 +226,7 @@ metric_stage *registry_lock_id(uintptr_t id, source_entry **source) {
     source_entry *s = *source_slot(id >> INDEX_BITS);
     if (s != NULL && index <= s->index_count) {
         m = s->by_index[index - 1];
-        pthread_mutex_lock(&m->mu);
+        stage_lock(m);
         *source = s;
     }
     read_unlock();
@@ -194,42 +248,76 @@ static void give_id(source_entry *s, metric_stage *m) {
     m->id = s->handle << INDEX_BITS | s->index_count;
 }
 
-/* Under the write lock. */
-static void link_stage(source_entry *s, metric_stage *m) {
-    if (s->metric_count >= s->bucket_count) {
-        size_t count = s->bucket_count * 2;
-        metric_stage **buckets = calloc(count, sizeof *buckets);
-        if (buckets != NULL) { /* otherwise the chains just grow longer */
-            for (size_t i = 0; i < s->bucket_count; i++) {
-                for (metric_stage *e = s->buckets[i], *next; e != NULL; e = next) {
-                    next = e->next;
-                    e->next = buckets[e->hash & (count - 1)];
-                    buckets[e->hash & (count - 1)] = e;
-                }
+/* Under the write lock: doubles the slots when half are used, so that
+   probes stay short. Returns whether one more stage has a slot: out of
+   memory, the table fills up to its last empty slot (which ends every
+   probe), and then no stage is added. */
+static int make_slot(source_entry *s) {
+    size_t count = (size_t)1 << s->slot_bits;
+    if ((s->metric_count + 1) * 2 > count && s->slot_bits < sizeof(size_t) * 8 - 2) {
+        stage_slot *slots = calloc(count * 2, sizeof *slots);
+        if (slots != NULL) {
+            for (size_t i = 0; i < count; i++) {
+                if (s->slots[i].stage != NULL) put_slot(slots, s->slot_bits + 1, s->slots[i].hash, s->slots[i].stage);
             }
-            free(s->buckets);
-            s->buckets = buckets;
-            s->bucket_count = count;
+            free(s->slots);
+            s->slots = slots;
+            s->slot_bits++;
+            count *= 2;
         }
     }
-    m->next = s->buckets[m->hash & (s->bucket_count - 1)];
-    s->buckets[m->hash & (s->bucket_count - 1)] = m;
+    return s->metric_count + 1 < count;
+}
+
+/* Under the write lock, with a slot for m. */
+static void link_stage(source_entry *s, metric_stage *m, uint64_t hash) {
+    put_slot(s->slots, s->slot_bits, hash, m);
     s->metric_count++;
     give_id(s, m);
     m->older = s->newest;
     __atomic_store_n(&s->newest, m, __ATOMIC_RELEASE);
 }
 
-metric_stage *registry_insert(source_entry *s, metric_stage *m, int for_handle) {
+/* Under the write lock: memory for a stage of size bytes (a multiple of
+   64), zeroed, from the source's current block or a new one; NULL out of
+   memory. Blocks double from 4 KiB up to 256 KiB, so that a source with a
+   few metrics takes little and one with many few allocations. */
+static metric_stage *carve_stage(source_entry *s, size_t size) {
+    if (size > s->block_left) {
+        size_t bytes = s->block_bytes == 0 ? 4096 : s->block_bytes;
+        while (bytes < BLOCK_HEADER + size) bytes *= 2;
+        stage_block *block = aligned_alloc(64, bytes);
+        if (block == NULL) return NULL;
+        block->next = s->blocks;
+        s->blocks = block;
+        s->block_free = (char *)block + BLOCK_HEADER;
+        s->block_left = bytes - BLOCK_HEADER;
+        s->block_bytes = bytes < 256 * 1024 ? bytes * 2 : bytes;
+    }
+    metric_stage *m = (metric_stage *)s->block_free;
+    s->block_free += size;
+    s->block_left -= size;
+    memset(m, 0, size);
+    return m;
+}
+
+metric_stage *registry_add(source_entry *s, const char *name, size_t len, int for_handle, int *added) {
+    uint64_t hash = name_hash(name, len);
+    size_t size = (offsetof(metric_stage, name) + len + 1 + 63) / 64 * 64;
+    *added = 0;
     write_lock();
-    metric_stage *found = find_stage(s, m->name, m->name_len, m->hash);
+    metric_stage *m = find_stage(s, name, len, hash);
     int open = for_handle ? !__atomic_load_n(&s->freeing, __ATOMIC_ACQUIRE) : !__atomic_load_n(&s->closed, __ATOMIC_ACQUIRE);
-    if (found == NULL && open) {
-        link_stage(s, m);
-        found = m;
+    if (m == NULL && open && make_slot(s) && (m = carve_stage(s, size)) != NULL) {
+        m->name_len = (uint8_t)len;
+        memcpy(m->name, name, len);
+        link_stage(s, m, hash);
+        /* Nobody else can have it yet: this cannot wait. */
+        stage_lock(m);
+        *added = 1;
     }
     write_unlock();
-    return found;
+    return m;
 }
 
 int registry_close(source_entry *s) {
@@ -239,7 +327,7 @@ int registry_close(source_entry *s) {
     return was;
 }
 
-void registry_destroy(source_entry *s, void (*free_stage)(metric_stage *)) {
+void registry_destroy(source_entry *s, void (*free_storage)(metric_stage *)) {
     write_lock();
     source_entry **slot = source_slot(s->handle);
     if (*slot == s) *slot = s->next;
@@ -248,15 +336,17 @@ void registry_destroy(source_entry *s, void (*free_stage)(metric_stage *)) {
     pthread_mutex_lock(&s->ref_mu);
     while (s->refs > 0) pthread_cond_wait(&s->ref_cond, &s->ref_mu);
     pthread_mutex_unlock(&s->ref_mu);
-    for (size_t i = 0; i < s->bucket_count; i++) {
-        for (metric_stage *m = s->buckets[i], *next; m != NULL; m = next) {
-            next = m->next;
-            pthread_mutex_lock(&m->mu);
-            pthread_mutex_unlock(&m->mu);
-            free_stage(m);
-        }
+    for (metric_stage *m = s->newest, *older; m != NULL; m = older) {
+        older = m->older;
+        stage_lock(m);
+        stage_unlock(m);
+        free_storage(m);
     }
-    free(s->buckets);
+    for (stage_block *block = s->blocks, *next; block != NULL; block = next) {
+        next = block->next;
+        free(block);
+    }
+    free(s->slots);
     free(s->by_index);
     pthread_mutex_destroy(&s->ref_mu);
     pthread_cond_destroy(&s->ref_cond);

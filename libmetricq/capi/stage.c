@@ -3,7 +3,7 @@
 
    Why: a call from a C thread into Go costs 100-135 ns on its own (the cgo
    transition), more than everything else a point needs. Staged, a point
-   costs a lookup of its stage (registry.c), a mutex and a few stores.
+   costs a lookup of its stage (registry.c), its lock and a few stores.
 
    The stage is storage; every rule is the core's (libmetricq/lease.go),
    reached through one hand-over that returns the fresh facts. The core
@@ -17,7 +17,7 @@
    verdict: no lease (not connected, undeclared, stopped: the reason is
    the answer), a point that does not follow the lease and batches
    (libmq_go_stage_send, checked as any batch), a full buffer
-   (libmq_go_stage_await waits for space, without the stage's mutex).
+   (libmq_go_stage_await waits for space, without the stage's lock).
 
    A staged point is accepted: MQ_OK was returned, so it reaches the
    broker without the caller doing more. mq_source_flush, mq_source_stats
@@ -28,7 +28,7 @@
    does not call back. After that every call goes straight to Go, which
    says the source stopped.
 
-   Locking: see registry.c. A stage's mutex guards its storage and lease.
+   Locking: see registry.c. A stage's lock guards its storage and lease.
    Nothing that may wait runs under it (wait_for_space lets it go). */
 #include <math.h>
 #include <stdlib.h>
@@ -49,7 +49,7 @@
 enum { STAGE_MAX = 512 };
 
 /* What the send paths return when the call goes to Go as a plain send,
-   once the mutex is let go: the stage closed (the source stopped or is
+   once the lock is let go: the stage closed (the source stopped or is
    being freed) or the arguments are bad; Go gives the verdict. */
 enum { SEND_DIRECT = 1 };
 
@@ -68,16 +68,14 @@ enum { COLLECTED = 1, FREED = 2 };
 
 static int timeout_ok(double timeout) { return timeout > 0 && !isinf(timeout); }
 
-static void free_stage(metric_stage *m) {
+static void free_storage(metric_stage *m) {
     if (m->times != &m->slot_time) {
         free(m->times);
         free(m->values);
     }
-    pthread_mutex_destroy(&m->mu);
-    free(m);
 }
 
-/* Under m->mu, with nothing staged: storage for the lease's room,
+/* Under m's lock, with nothing staged: storage for the lease's room,
    allocated at the first lease that needs more. Out of memory, the lease
    is used as far as the storage goes (the rest of its space stays
    reserved in the core until the next hand-over). */
@@ -88,7 +86,7 @@ static void fit_storage(metric_stage *m) {
     if (times == NULL || values == NULL) {
         free(times);
         free(values);
-        m->room = m->capacity;
+        m->room = (uint32_t)m->capacity;
         return;
     }
     if (m->times != &m->slot_time) {
@@ -100,15 +98,16 @@ static void fit_storage(metric_stage *m) {
     m->capacity = m->room;
 }
 
-/* Under m->mu: takes a lease the core granted. */
+/* Under m's lock: takes a lease the core granted. Its room is at most
+   what the stage asked for, STAGE_MAX at most, so it fits m->room. */
 static void take_lease(metric_stage *m, const libmq_lease *lease) {
-    m->room = (size_t)lease->room;
+    m->room = (uint32_t)(lease->room < STAGE_MAX ? lease->room : STAGE_MAX);
     m->after = lease->after;
-    m->has_after = lease->has_after;
+    m->has_after = lease->has_after != 0;
     fit_storage(m);
 }
 
-/* Under m->mu: hands the staged points over and takes the next lease,
+/* Under m's lock: hands the staged points over and takes the next lease,
    with room for up to want points (0: the lease's space goes back). The
    core always takes staged points (unless the handle is gone: then they
    stay, for the stop to collect); a failure only says why there is no
@@ -126,31 +125,31 @@ static int handover(uintptr_t handle, metric_stage *m, size_t want) {
    that found the buffer full waits only for space that points really
    use. Skips stages busy right now (their space is about to be used) and
    those without a lease. The caller holds a reference and no stage's
-   mutex. */
+   lock. */
 static void reclaim(uintptr_t handle, source_entry *s) {
     EACH_STAGE(s, m) {
-        if (pthread_mutex_trylock(&m->mu) == 0) {
+        if (stage_trylock(m)) {
             if (m->held || m->n > 0) handover(handle, m, 0);
-            pthread_mutex_unlock(&m->mu);
+            stage_unlock(m);
         }
     }
 }
 
-/* Under m->mu, which it lets go while it waits: reserves space for count
+/* Under m's lock, which it lets go while it waits: reserves space for count
    points of m's lease, waiting up to timeout, without holding the stage,
    so that a flush or a stop can take it meanwhile. */
 static int wait_for_space(uintptr_t handle, source_entry *s, metric_stage *m, size_t count, double timeout) {
     registry_hold(s);
-    pthread_mutex_unlock(&m->mu);
+    stage_unlock(m);
     reclaim(handle, s);
     int status = libmq_go_stage_await(handle, m->name, (int64_t)count, timeout);
-    pthread_mutex_lock(&m->mu);
+    stage_lock(m);
     m->held = 1;
     registry_release(s);
     return status;
 }
 
-/* Under m->mu (which it may let go while it waits for space): points that
+/* Under m's lock (which it may let go while it waits for space): points that
    were not staged (a batch, or a point that does not follow the lease) go
    to the core after the staged ones, checked there. The lease ends. */
 static int send_unstaged(uintptr_t handle, source_entry *s, metric_stage *m, const int64_t *time_ns,
@@ -166,7 +165,7 @@ static int send_unstaged(uintptr_t handle, source_entry *s, metric_stage *m, con
         m->held = 1;
         if (status == MQ_OK) return MQ_OK;
         if (status == NO_ROOM) status = wait_for_space(handle, s, m, count, timeout);
-        /* While the mutex was let go, other senders may have taken a new
+        /* While the lock was let go, other senders may have taken a new
            lease and staged points under it: they cross first, or the core
            would take them, unchecked, after these later points. Asking for
            a lease of 1 keeps the space just reserved. Nor may that lease
@@ -182,7 +181,7 @@ static int send_unstaged(uintptr_t handle, source_entry *s, metric_stage *m, con
     return status == MQ_OK ? SEND_DIRECT : status;
 }
 
-/* Under m->mu (which it may let go while it waits for space). */
+/* Under m's lock (which it may let go while it waits for space). */
 static int stage_point(uintptr_t handle, source_entry *s, metric_stage *m, int64_t time_ns, double value,
                        double timeout) {
     while (m->room == 0) {
@@ -208,14 +207,14 @@ static int stage_point(uintptr_t handle, source_entry *s, metric_stage *m, int64
     return MQ_OK;
 }
 
-/* Under m->mu, which it lets go; when the call goes to Go directly, it
-   goes under a copy of m's name: m may be freed once the mutex is let go. */
+/* Under m's lock, which it lets go; when the call goes to Go directly, it
+   goes under a copy of m's name: m may be freed once the lock is let go. */
 static void unlock_stage(metric_stage *m, int status, char name[MQ_MAX_NAME_LENGTH + 1]) {
     if (status == SEND_DIRECT) memcpy(name, m->name, m->name_len + 1);
-    pthread_mutex_unlock(&m->mu);
+    stage_unlock(m);
 }
 
-/* Under m->mu, which it lets go. */
+/* Under m's lock, which it lets go. */
 static int send_point(uintptr_t handle, source_entry *s, metric_stage *m, int64_t time_ns, double value,
                       double timeout) {
     int status = timeout_ok(timeout) ? stage_point(handle, s, m, time_ns, value, timeout) : SEND_DIRECT;
@@ -225,7 +224,7 @@ static int send_point(uintptr_t handle, source_entry *s, metric_stage *m, int64_
     return status;
 }
 
-/* Under m->mu, which it lets go. */
+/* Under m's lock, which it lets go. */
 static int send_batch(uintptr_t handle, source_entry *s, metric_stage *m, const int64_t *time_ns,
                       const double *values, size_t count, double timeout) {
     int status = SEND_DIRECT; /* bad arguments: Go says what is wrong, or takes an empty batch */
@@ -244,8 +243,7 @@ static int send_batch(uintptr_t handle, source_entry *s, metric_stage *m, const 
    send goes to Go, which says why); for a metric handle, without one (its
    first point asks). Returns the metric's stage (this one, or one another
    thread added first), NULL if none; *id its metric handle. */
-static metric_stage *add_stage(uintptr_t handle, const char *name, size_t len, uint64_t hash, int for_handle,
-                               uintptr_t *id) {
+static metric_stage *add_stage(uintptr_t handle, const char *name, size_t len, int for_handle, uintptr_t *id) {
     source_entry *s = registry_acquire(handle);
     if (s == NULL) return NULL;
     libmq_lease lease = {0};
@@ -253,38 +251,33 @@ static metric_stage *add_stage(uintptr_t handle, const char *name, size_t len, u
         registry_release(s);
         return NULL;
     }
-    metric_stage *m = calloc(1, sizeof *m + len + 1), *found = NULL;
-    if (m != NULL) {
-        pthread_mutex_init(&m->mu, NULL);
-        m->hash = hash;
-        m->name_len = len;
-        memcpy(m->name, name, len + 1);
+    int added;
+    metric_stage *m = registry_add(s, name, len, for_handle, &added);
+    /* A stage another thread added first keeps its own lease: the core
+       keeps one per metric, which this one only read again. */
+    if (added) {
         m->times = &m->slot_time;
         m->values = &m->slot_value;
         m->capacity = 1;
         take_lease(m, &lease);
         m->held = !for_handle;
-        found = registry_insert(s, m, for_handle);
-        /* A stage another thread added first keeps its own lease: the core
-           keeps one per metric, which this one only read again. */
-        if (found != m) free_stage(m);
+        stage_unlock(m);
     }
-    *id = found != NULL ? found->id : 0;
+    *id = m != NULL ? m->id : 0;
     registry_release(s);
-    return found;
+    return m;
 }
 
 /* Returns the metric's stage, locked, and its entry; NULL when the call
    should go straight to Go. */
 static metric_stage *lock_stage(uintptr_t handle, const char *name, source_entry **source) {
     size_t len;
-    uint64_t hash;
     uintptr_t id;
-    if (name == NULL || !registry_hash(name, &len, &hash)) return NULL;
+    if (!registry_name_len(name, &len)) return NULL;
     for (int attempt = 0;; attempt++) {
-        metric_stage *m = registry_lock_name(handle, name, len, hash, source);
+        metric_stage *m = registry_lock_name(handle, name, len, source);
         if (m != NULL || *source == NULL || attempt > 0) return m;
-        if (add_stage(handle, name, len, hash, 0, &id) == NULL) return NULL;
+        if (add_stage(handle, name, len, 0, &id) == NULL) return NULL;
     }
 }
 
@@ -321,16 +314,15 @@ static metric_stage *lock_metric_handle(uintptr_t id, source_entry **source) {
 uintptr_t libmq_stage_metric(uintptr_t handle, const char *name) {
     if (libmq_go_stage_check_name(handle, (char *)name) != MQ_OK) return 0;
     size_t len;
-    uint64_t hash;
     uintptr_t id = 0;
     source_entry *s;
-    if (registry_hash(name, &len, &hash)) {
-        metric_stage *m = registry_lock_name(handle, name, len, hash, &s);
+    if (registry_name_len(name, &len)) {
+        metric_stage *m = registry_lock_name(handle, name, len, &s);
         if (m != NULL) {
             id = m->id;
-            pthread_mutex_unlock(&m->mu);
+            stage_unlock(m);
         } else {
-            add_stage(handle, name, len, hash, 1, &id);
+            add_stage(handle, name, len, 1, &id);
         }
     }
     if (id == 0) {
@@ -363,12 +355,12 @@ static int drain(uintptr_t handle, int keep) {
     if (s == NULL) return MQ_OK;
     int result = MQ_OK;
     EACH_STAGE(s, m) {
-        pthread_mutex_lock(&m->mu);
+        stage_lock(m);
         if (m->n > 0 || (!keep && m->held)) {
             int status = handover(handle, m, keep ? m->room : 0);
             if (m->n > 0 && result == MQ_OK) result = status;
         }
-        pthread_mutex_unlock(&m->mu);
+        stage_unlock(m);
     }
     registry_release(s);
     return result;
@@ -386,18 +378,17 @@ int libmq_stage_stats(uintptr_t handle, mq_stats *stats, size_t size) {
 
 int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chunk_size) {
     size_t len;
-    uint64_t hash;
     source_entry *s;
     metric_stage *m = NULL;
-    if (metric != NULL && chunk_size >= 0 && registry_hash(metric, &len, &hash)) {
-        m = registry_lock_name(handle, metric, len, hash, &s);
+    if (chunk_size >= 0 && registry_name_len(metric, &len)) {
+        m = registry_lock_name(handle, metric, len, &s);
     }
     /* Staged points go first, so that a smaller chunk size publishes them
        now, as it would have without staging; the lease ends, and the next
        one follows the new chunk size. */
     if (m != NULL) handover(handle, m, 0);
     int status = libmq_go_source_set_chunk_size(handle, (char *)metric, chunk_size);
-    if (m != NULL) pthread_mutex_unlock(&m->mu);
+    if (m != NULL) stage_unlock(m);
     return status;
 }
 
@@ -406,7 +397,7 @@ int libmq_stage_set_chunk_size(uintptr_t handle, const char *metric, int64_t chu
 static void finish(source_entry *s, int end) {
     int done = __atomic_or_fetch(&s->done, end, __ATOMIC_ACQ_REL);
     if (done == (COLLECTED | FREED)) {
-        registry_destroy(s, free_stage);
+        registry_destroy(s, free_storage);
     } else {
         registry_release(s);
     }
@@ -435,7 +426,7 @@ libmq_staged_list *libmq_stage_close(uintptr_t handle) {
        else can hand them over any more. A sender that got in first is
        waited for. */
     EACH_STAGE(s, m) {
-        pthread_mutex_lock(&m->mu);
+        stage_lock(m);
         m->room = 0;
         if (m->n > 0 && m->times != &m->slot_time && list->count < stages) {
             list->batches[list->count++] = (libmq_staged){m->name, m->times, m->values, m->n};
@@ -446,7 +437,7 @@ libmq_staged_list *libmq_stage_close(uintptr_t handle) {
         } else if (m->n > 0) { /* the one-point slot (out of memory) */
             handover(handle, m, 0);
         }
-        pthread_mutex_unlock(&m->mu);
+        stage_unlock(m);
     }
     return list;
 }

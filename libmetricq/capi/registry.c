@@ -9,11 +9,14 @@
 
    By name, a source's stages are found in an open-addressing table whose
    slots hold each name's hash, so that a lookup reads one slot and then
-   only the stage it is after. With many metrics each of those is a cache
-   miss, which no later call can overlap: the stage's lock and the
-   registry's reader count are atomic instructions, full barriers on x86.
-   So a stage keeps what a send touches in one cache line, and stages lie
-   one after another in memory in the order they were added.
+   only the stage it is after; before that, the stage the calling thread
+   is expected to want (expected_stage) spares it the hash and the table.
+   With many metrics each of those is a cache miss, which no later call
+   can overlap: the stage's lock, the registry's reader count and
+   everything the sender changes are atomic instructions, full barriers on
+   x86. So a stage keeps what a send touches in one cache line, stages
+   lie one after another in memory in the order they were added, and what
+   the next send by name will likely touch is fetched ahead.
 
    Locking: the registry lock (read_lock/write_lock) guards the tables of
    sources and stages. A sender locks the stage (stage_lock) while it
@@ -207,11 +210,78 @@ void registry_release(source_entry *s) {
     pthread_mutex_unlock(&s->ref_mu);
 }
 
+/* The stage this thread sent to by name last, and its source's handle.
+   Valid while that handle is registered: a source's stages live as long
+   as its entry, and Go never reuses a handle. initial-exec, as
+   reader_slot (16 bytes more of the static TLS space). */
+static __thread struct {
+    uintptr_t handle;
+    metric_stage *stage;
+} recent __attribute__((tls_model("initial-exec")));
+
+static int is_named(const metric_stage *m, const char *name, size_t len) {
+    return m != NULL && m->name_len == len && memcmp(m->name, name, len) == 0;
+}
+
+/* Hosts mostly send their metrics in the same order, round after round,
+   or a run of points to one metric: so the stage a name is looked for is
+   most likely the one this thread sent to last, or the one that followed
+   that one last time. Checking those two first spares the hash and the
+   table (a random access, a cache miss once there are many metrics). */
+static metric_stage *expected_stage(uintptr_t handle, const char *name, size_t len) {
+    if (recent.handle != handle || recent.stage == NULL) return NULL;
+    metric_stage *last = recent.stage;
+    if (is_named(last, name, len)) return last;
+    metric_stage *next = __atomic_load_n(&last->follower, __ATOMIC_RELAXED);
+    return is_named(next, name, len) ? next : NULL;
+}
+
+/* The cache misses left to a send by name with many metrics are the
+   stage and where its next point goes; while the host follows its order,
+   they are fetched ahead, while the caller is busy elsewhere. With the
+   stage likely next (next) fetched one call ago (followed: this call's
+   stage was expected), its fields are in the cache now: fetch where its
+   next point goes, and the stage likely after it. Otherwise only next:
+   reading its fields would wait for memory. Nothing here is relied upon
+   (next may change meanwhile, its storage move: a prefetch of any address
+   is harmless), hence relaxed loads. */
+static void fetch_ahead(metric_stage *next, int followed) {
+    if (next == NULL) return;
+    if (!followed) {
+        __builtin_prefetch(&next->lock, 1);
+        return;
+    }
+    metric_stage *after = __atomic_load_n(&next->follower, __ATOMIC_RELAXED);
+    if (after != NULL) __builtin_prefetch(&after->lock, 1);
+    uint32_t n = __atomic_load_n(&next->n, __ATOMIC_RELAXED);
+    __builtin_prefetch(__atomic_load_n(&next->times, __ATOMIC_RELAXED) + n, 1);
+    __builtin_prefetch(__atomic_load_n(&next->values, __ATOMIC_RELAXED) + n, 1);
+}
+
+/* Under the read lock, with m found by name in the source of handle. */
+static void remember(uintptr_t handle, metric_stage *m, int followed) {
+    if (recent.handle == handle && recent.stage != m && __atomic_load_n(&recent.stage->follower, __ATOMIC_RELAXED) != m) {
+        __atomic_store_n(&recent.stage->follower, m, __ATOMIC_RELAXED);
+    }
+    recent.handle = handle;
+    recent.stage = m;
+    fetch_ahead(__atomic_load_n(&m->follower, __ATOMIC_RELAXED), followed);
+}
+
 metric_stage *registry_lock_name(uintptr_t handle, const char *name, size_t len, source_entry **source) {
     read_lock();
     source_entry *s = *source_slot(handle);
-    metric_stage *m = s == NULL ? NULL : find_stage(s, name, len, name_hash(name, len));
-    if (m != NULL) stage_lock(m);
+    metric_stage *m = NULL;
+    int followed = 0;
+    if (s != NULL) {
+        m = expected_stage(handle, name, len);
+        followed = m != NULL;
+        if (m == NULL) m = find_stage(s, name, len, name_hash(name, len));
+    }
+    if (m != NULL) {
+        stage_lock(m);
+        remember(handle, m, followed);
+    }
     read_unlock();
     *source = s;
     return m;

@@ -12,10 +12,10 @@
 
 /* One metric's stage. A send by name or handle touches one cache line
    of it: the second (stages are 64-byte aligned), which holds the lock,
-   the lease, the storage's addresses and the first 24 bytes of the name
+   the lease, the storage's addresses and the first 16 bytes of the name
    the lookup compares (longer names go on into the next line). The first
    line holds what only the slow paths and the registry use. The
-   registry's part (id, older, name) links and names it; the
+   registry's part (id, older, follower, name) links and names it; the
    rest is stage.c's, under lock. */
 typedef struct metric_stage {
     struct metric_stage *older; /* the source's list of all its stages, newest first */
@@ -28,6 +28,7 @@ typedef struct metric_stage {
     _Alignas(64) uint32_t lock; /* stage_lock */
     uint8_t name_len;
     uint8_t has_after;
+    struct metric_stage *follower; /* the stage sent to by name after this one, last time (registry.c) */
     uint32_t room;   /* points the lease still has room for (at most what stage.c asks for) */
     uint32_t n;      /* points staged */
     int64_t after;   /* the next point must be later (if has_after) */

@@ -1137,6 +1137,69 @@ static void *stress_freer_main(void *arg) {
     return NULL;
 }
 
+/* Sends by name reach their metric whatever order the host sends in:
+   the stage a thread expects (the one it sent to last, or the one that
+   followed that one last time) is only taken for its own name, and never
+   one of another source. Names of equal length that differ only past
+   the first 16 bytes, runs of one metric, two sources in turn, orders
+   that change; then a send to the freed source the thread sent to last. */
+static void test_name_order(void) {
+    fprintf(stderr, "== sends by name in changing orders\n");
+    enum { SOURCES = 2, METRICS = 4, ROUNDS = 40 };
+    static const char *names[SOURCES][METRICS] = {
+        {"ctest.order.a0", "ctest.order.a1", "ctest.order.long.name.a2", "ctest.order.long.name.a3"},
+        {"ctest.order.b0", "ctest.order.b1", "ctest.order.long.name.b2", "ctest.order.long.name.b3"},
+    };
+    mq_source *src[SOURCES] = {mq_source_new(url, "ctest-order-a", 30), mq_source_new(url, "ctest-order-b", 30)};
+    CHECK(src[0] != NULL && src[1] != NULL);
+    if (src[0] == NULL || src[1] == NULL) {
+        mq_source_free(src[0]);
+        mq_source_free(src[1]);
+        return;
+    }
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src[0], NULL, 1000));
+    EXPECT(MQ_OK, mq_source_set_chunk_size(src[1], NULL, 1000));
+    EXPECT(MQ_OK, mq_source_declare_many(src[0], "[\"ctest.order.a0\", \"ctest.order.a1\", \"ctest.order.long.name.a2\", "
+                                                 "\"ctest.order.long.name.a3\"]", 10));
+    EXPECT(MQ_OK, mq_source_declare_many(src[1], "[\"ctest.order.b0\", \"ctest.order.b1\", \"ctest.order.long.name.b2\", "
+                                                 "\"ctest.order.long.name.b3\"]", 10));
+    long sent[SOURCES][METRICS] = {{0}};
+    unsigned shuffle = 2463534242u;
+    for (int r = 0; r < ROUNDS; r++) {
+        int order[METRICS] = {0, 1, 2, 3};
+        for (int k = METRICS - 1; r >= 20 && k > 0; k--) { /* from round 20 on, a new order each round */
+            shuffle ^= shuffle << 13;
+            shuffle ^= shuffle >> 17;
+            shuffle ^= shuffle << 5;
+            int j = (int)(shuffle % (unsigned)(k + 1)), o = order[k];
+            order[k] = order[j];
+            order[j] = o;
+        }
+        for (int k = 0; k < METRICS; k++) {
+            int i = r >= 10 && r < 20 ? order[METRICS - 1 - k] : order[k];
+            for (int run = 0; run < (r % 3 == 0 ? 3 : 1); run++) {
+                for (int s = 0; s < (r % 2 == 0 ? 1 : SOURCES); s++) {
+                    long n = sent[s][i]++;
+                    send_ok(src[s], names[s][i], T0 + n, (double)((s * METRICS + i) * 1000 + n));
+                }
+            }
+        }
+    }
+    for (int s = 0; s < SOURCES; s++) {
+        EXPECT(MQ_OK, mq_source_stop(src[s], 10));
+        mq_source_free(src[s]);
+        for (int i = 0; i < METRICS; i++) { /* fewer than a chunk: one chunk, at the stop */
+            char spec[32];
+            snprintf(spec, sizeof spec, "exact %ld", sent[s][i]);
+            expect_chunks(names[s][i], spec);
+        }
+    }
+    for (int i = 0; i < METRICS; i++) {
+        EXPECT_ERR(MQ_ERR_INVALID, "handle", mq_source_send(src[1], names[1][i], T0 + sent[1][i], 1, 1));
+    }
+    all_calls_invalid(src[1], "freed after sends by name");
+}
+
 static void test_stage_stress(void) {
     fprintf(stderr, "== staging under contention\n");
     static struct stress_sender senders[STRESS_THREADS];
@@ -1912,6 +1975,7 @@ int main(void) {
     test_free_race();
     test_metric_handles();
     test_stage_stress();
+    test_name_order();
     test_buffer();
     test_open_chunks_beyond_bound();
     test_staging();

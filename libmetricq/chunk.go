@@ -38,16 +38,33 @@ const maxPooledCapacity = 1 << 16
 
 var chunkPool = sync.Pool{New: func() any { return new(chunk) }}
 
-func newChunk(name string, capacity int) *chunk {
+// newChunk is a chunk of the points times and values, copied.
+func newChunk(name string, times []int64, values []float64) *chunk {
+	c := pooledChunk(name, len(times))
+	copy(c.times, times)
+	copy(c.values, values)
+	return c
+}
+
+// sealedChunk is a chunk of the points, copied.
+func sealedChunk(name string, points []Point) *chunk {
+	c := pooledChunk(name, len(points))
+	times, values := c.times[:len(points)], c.values[:len(points)]
+	for i, p := range points {
+		times[i], values[i] = int64(p.Time), p.Value
+	}
+	return c
+}
+
+// pooledChunk is a chunk of n points, their values still to be written.
+func pooledChunk(name string, n int) *chunk {
 	c := chunkPool.Get().(*chunk)
 	c.name = name
-	if capacity > maxPooledCapacity {
-		capacity = maxPooledCapacity
+	if cap(c.times) < n {
+		c.times = make([]int64, n)
+		c.values = make([]float64, n)
 	}
-	if cap(c.times) < capacity {
-		c.times = make([]int64, 0, capacity)
-		c.values = make([]float64, 0, capacity)
-	}
+	c.times, c.values = c.times[:n], c.values[:n]
 	return c
 }
 

@@ -11,25 +11,32 @@ import (
 // metric is one metric's buffer: the points accepted but not yet sealed
 // into a chunk, and what deciding on the next point needs. mu guards
 // everything below it; the send path takes it once per point (or batch).
-// An idle metric holds no point storage: the open chunk is taken when a
-// point arrives and handed to the publisher when it fills, so a source
-// with many declared but quiet metrics costs little more than their names.
+//
+// With many metrics a point costs, above all, the cache lines it touches,
+// each one a likely miss: so the fields a point needs come first, in the
+// struct's first 64 bytes (TestMetricHotFieldsShareALine), and the open
+// points stay in storage the metric keeps, which a sealed chunk copies
+// (chunks are recycled across metrics in confirmation order, so storage
+// taken from them would lie anywhere in memory). The storage is allocated
+// at the metric's first point: a declared but quiet metric costs little
+// more than its name, and metrics first sent to in turn get storage side by
+// side.
 type metric struct {
+	mu        sync.Mutex
+	declared  bool
+	hasLast   bool
+	chunkSize int
+	last      int64
+	accepted  uint64  // points accepted, for Stats (counted here, under mu, rather than in a shared atomic)
+	open      []Point // accepted, not yet sealed
+
 	name string
 	hash uint64 // of name, for the metric table
-
-	mu       sync.Mutex
-	declared bool
 	// declaration is the metadata sent with the last successful declare,
 	// as JSON: a reconnect sends it again without encoding it anew, and a
 	// few bytes cost less than a map per metric.
 	declaration json.RawMessage
-	chunkSize   int
-	hasLast     bool
-	last        int64
-	open        *chunk // points accepted but not yet sealed
-	accepted    uint64 // points accepted, for Stats (counted here, under mu, rather than in a shared atomic)
-	leased      int    // buffer space reserved for a staging layer's points (lease.go)
+	leased      int // buffer space reserved for a staging layer's points (lease.go)
 	// countedChunk is the chunk size this metric adds to the bound's
 	// growth while declared (bound.go).
 	countedChunk int
@@ -172,72 +179,78 @@ func OrderError(metric string, t, last Timestamp) error {
 
 // add appends one checked point, under mu, sealing the chunk when it fills.
 func (m *metric) add(out *publisher, t int64, value float64) {
-	c := m.openChunk()
-	c.times = append(c.times, t)
-	c.values = append(c.values, value)
+	if cap(m.open) == 0 {
+		m.open = make([]Point, 0, m.storageSize())
+	}
+	m.open = append(m.open, Point{Time: Timestamp(t), Value: value})
 	m.last, m.hasLast = t, true
-	if m.chunkSize != ChunkSizeManual && len(c.times) >= m.chunkSize {
+	if m.chunkSize != ChunkSizeManual && len(m.open) >= m.chunkSize {
 		m.seal(out)
 	}
 }
 
+// storageSize is how many points the open storage is allocated for: a
+// chunk, unless the chunk size is huge (or manual), when it grows as
+// points come.
+func (m *metric) storageSize() int {
+	return min(max(m.chunkSize, 1), maxPooledCapacity)
+}
+
 // addBatch appends checked points (strictly increasing, after the last),
-// under mu, sealing chunks as they fill.
+// under mu, sealing chunks as they fill. A whole chunk of the batch becomes
+// a chunk at once, without passing through the open storage.
 func (m *metric) addBatch(out *publisher, times []int64, values []float64) {
 	m.last, m.hasLast = times[len(times)-1], true
 	for len(times) > 0 {
-		c := m.openChunk()
 		take := len(times)
 		if m.chunkSize != ChunkSizeManual {
-			take = min(take, m.chunkSize-len(c.times))
+			take = min(take, m.chunkSize-len(m.open))
+			if take == m.chunkSize && out != nil {
+				out.enqueue(newChunk(m.name, times[:take], values[:take]))
+				times, values = times[take:], values[take:]
+				continue
+			}
 		}
-		c.times = append(c.times, times[:take]...)
-		c.values = append(c.values, values[:take]...)
+		if cap(m.open) == 0 {
+			m.open = make([]Point, 0, m.storageSize())
+		}
+		for i := range take {
+			m.open = append(m.open, Point{Time: Timestamp(times[i]), Value: values[i]})
+		}
 		times, values = times[take:], values[take:]
-		if m.chunkSize != ChunkSizeManual && len(c.times) >= m.chunkSize {
+		if m.chunkSize != ChunkSizeManual && len(m.open) >= m.chunkSize {
 			m.seal(out)
 		}
 	}
 }
 
-// openChunk returns the chunk that takes the next points, sized by the
-// chunk size, taking one when there is none.
-func (m *metric) openChunk() *chunk {
-	if m.open == nil {
-		m.open = newChunk(m.name, m.chunkSize)
-	}
-	return m.open
-}
-
-// seal hands the open chunk to the publisher; mu is held. Taking the
-// buffer out under the lock is what keeps concurrent flushes from
-// publishing overlapping chunks, and a metric's chunks in order. Without a
-// publisher (not connected, or a failed connect being undone) the points
-// stay.
+// seal hands the open points to the publisher, as a chunk of their own;
+// mu is held. Taking them out under the lock is what keeps concurrent
+// flushes from publishing overlapping chunks, and a metric's chunks in
+// order. Without a publisher (not connected, or a failed connect being
+// undone) the points stay.
 func (m *metric) seal(out *publisher) {
-	if m.open == nil || len(m.open.times) == 0 || out == nil {
+	if len(m.open) == 0 || out == nil {
 		return
 	}
-	out.enqueue(m.open)
-	m.open = nil
+	out.enqueue(sealedChunk(m.name, m.open))
+	m.open = m.open[:0]
+	if cap(m.open) > maxPooledCapacity {
+		m.open = nil // a burst of a manually flushed metric: not kept for good
+	}
 }
 
 // setChunkSize changes the chunk size, under mu; points already holding a
 // full chunk are sealed now.
 func (m *metric) setChunkSize(out *publisher, n int) {
 	m.chunkSize = n
-	if n != ChunkSizeManual && m.open != nil && len(m.open.times) >= n {
+	if n != ChunkSizeManual && len(m.open) >= n {
 		m.seal(out)
 	}
 }
 
 // openPoints is the number of points in the open chunk, under mu.
-func (m *metric) openPoints() int {
-	if m.open == nil {
-		return 0
-	}
-	return len(m.open.times)
-}
+func (m *metric) openPoints() int { return len(m.open) }
 
 // declaration is one metric's entry in a declare_metrics request: its
 // metadata, encoded.

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"unsafe"
 )
 
 // The hand-written declare_metrics payload must read back as the map
@@ -121,5 +122,36 @@ func TestMetricTableFindsWhileGrowing(t *testing.T) {
 	<-done
 	if table.lookup("never") != nil || table.len() != names {
 		t.Errorf("len %d, want %d; or a name never created was found", table.len(), names)
+	}
+}
+
+// The fields a point needs lie in the struct's first cache line, and the
+// struct is allocated in a size class that starts on a line: with many
+// metrics each further line is one more miss per point.
+func TestMetricHotFieldsShareALine(t *testing.T) {
+	const line = 64
+	var m metric
+	hot := []struct {
+		name        string
+		offset, end uintptr
+	}{
+		{"mu", unsafe.Offsetof(m.mu), unsafe.Offsetof(m.mu) + unsafe.Sizeof(m.mu)},
+		{"declared", unsafe.Offsetof(m.declared), unsafe.Offsetof(m.declared) + unsafe.Sizeof(m.declared)},
+		{"hasLast", unsafe.Offsetof(m.hasLast), unsafe.Offsetof(m.hasLast) + unsafe.Sizeof(m.hasLast)},
+		{"chunkSize", unsafe.Offsetof(m.chunkSize), unsafe.Offsetof(m.chunkSize) + unsafe.Sizeof(m.chunkSize)},
+		{"last", unsafe.Offsetof(m.last), unsafe.Offsetof(m.last) + unsafe.Sizeof(m.last)},
+		{"accepted", unsafe.Offsetof(m.accepted), unsafe.Offsetof(m.accepted) + unsafe.Sizeof(m.accepted)},
+		{"open", unsafe.Offsetof(m.open), unsafe.Offsetof(m.open) + unsafe.Sizeof(m.open)},
+	}
+	for _, f := range hot {
+		if f.end > line {
+			t.Errorf("metric.%s ends at byte %d, beyond the first %d", f.name, f.end, line)
+		}
+	}
+	// Go's 128-byte size class (for 113 to 128 bytes) places objects at
+	// multiples of 128 in a span: on a line. Neighbouring classes (112,
+	// 144) do not.
+	if size := unsafe.Sizeof(m); size <= 112 || size > 128 {
+		t.Errorf("metric is %d bytes, not in the 128-byte size class: it may not start on a %d-byte line", size, line)
 	}
 }

@@ -353,10 +353,8 @@ func (s *Source) undo(a *connectAttempt) {
 	if pub != nil {
 		s.metrics.each(func(m *metric) {
 			m.mu.Lock()
-			if m.open != nil {
-				s.dropPoints(len(m.open.times))
-				m.open = nil
-			}
+			s.dropPoints(len(m.open))
+			m.open = nil
 			m.mu.Unlock()
 		})
 		pub.close()

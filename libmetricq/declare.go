@@ -19,27 +19,38 @@ type Metadata map[string]any
 // added to metadata that lacks it (null for manual flushing), as the
 // reference does.
 func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata) error {
+	names := make([]string, 0, len(metrics))
+	for name := range metrics {
+		names = append(names, name)
+	}
+	return s.declare(ctx, names, metrics)
+}
+
+// declare declares the metrics names (each once), with their metadata in
+// metadata (nil: none). Metrics new to the source are created in the order
+// of names (see metric).
+func (s *Source) declare(ctx context.Context, names []string, metadata map[string]Metadata) error {
 	if err := s.usable(); err != nil {
 		return err
 	}
-	for name, md := range metrics {
+	for _, name := range names {
 		if err := ValidateMetricName(name); err != nil {
 			return err
 		}
-		for key := range md {
+		for key := range metadata[name] {
 			if key == "source" || key == "historic" || (key != "" && key[0] == '_') {
 				s.log.Warn("metadata key is owned by the manager and will be dropped", "metric", name, "key", key)
 			}
 		}
 	}
-	request := make(declarations, 0, len(metrics))
+	request := make(declarations, 0, len(names))
 	plain := map[int]json.RawMessage{}
-	for name, md := range metrics {
+	for _, name := range names {
 		m := s.metric(name)
 		m.mu.Lock()
 		chunkSize := m.chunkSize
 		m.mu.Unlock()
-		encoded, err := encodeMetadata(md, chunkSize, plain)
+		encoded, err := encodeMetadata(metadata[name], chunkSize, plain)
 		if err != nil {
 			return &MetricError{Metric: name, Err: fmt.Errorf("%w: metadata cannot be encoded as JSON: %v", ErrInvalid, err)}
 		}
@@ -82,12 +93,20 @@ func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata
 }
 
 // DeclareMetricList declares metrics without metadata (beyond chunkSize).
+// Metrics new to the source are laid out in memory in the list's order: a
+// program that then sends to them in that order (round-robin over many
+// metrics, say) touches memory in order, which the CPU's prefetching
+// makes cheap.
 func (s *Source) DeclareMetricList(ctx context.Context, names []string) error {
-	metrics := make(map[string]Metadata, len(names))
-	for _, n := range names {
-		metrics[n] = nil
+	seen := make(map[string]struct{}, len(names))
+	unique := make([]string, 0, len(names))
+	for _, name := range names {
+		if _, again := seen[name]; !again {
+			seen[name] = struct{}{}
+			unique = append(unique, name)
+		}
 	}
-	return s.DeclareMetrics(ctx, metrics)
+	return s.declare(ctx, unique, nil)
 }
 
 // DeclaredMetrics lists the declared metric names, sorted.

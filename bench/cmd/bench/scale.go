@@ -2,7 +2,7 @@ package main
 
 // The scaling section: one source with N metrics, N from 100 to 100,000,
 // ours (a C host, mqbench scale, by metric handle and by name; and a Go
-// host, the driver itself in goScaleMode) beside the reference
+// host by metric handle, the driver itself in goScaleMode) beside the reference
 // (metricq.Source, pybench ref-scale) against the same local manager,
 // restarted before every run so that each declaration meets an empty one.
 // What issue 12 asks of the send cost is a source whose metrics are all
@@ -33,13 +33,13 @@ const scaleRuns = 3
 const scaleChunk = 100
 
 // scaleLangs are the producers, in report order: the C host by metric
-// handle and by name, the Go host, the reference.
+// handle and by name, the Go host (by handle), the reference.
 var scaleLangs = []string{"c-handle", "c", "go", "ref"}
 
 var scaleTitles = map[string]string{
 	"c-handle": "C host: mq_source_declare_many of %d metrics, then mq_metric_send round-robin by handle, chunk %d",
 	"c":        "C host: mq_source_declare_many of %d metrics, then mq_source_send round-robin, chunk %d",
-	"go":       "Go host: Source.DeclareMetricList of %d metrics, then Source.Send round-robin, chunk %d",
+	"go":       "Go host: Source.DeclareMetricList of %d metrics, then Metric.Send round-robin by handle, chunk %d",
 	"ref":      "reference metricq.Source: declare_metrics of %d metrics, then send round-robin, chunk %d",
 }
 
@@ -47,7 +47,7 @@ var scaleTitles = map[string]string{
 var scaleLabels = map[string]string{
 	"c-handle": "libmetricq, C host by handle",
 	"c":        "libmetricq, C host by name",
-	"go":       "libmetricq, Go host",
+	"go":       "libmetricq, Go host by handle",
 	"ref":      "reference metricq 5.4.0",
 }
 
@@ -141,7 +141,7 @@ func (b *bench) scaleVerdicts() []verdict {
 	for _, host := range []struct{ lang, call string }{
 		{"c-handle", "C `mq_metric_send` (metric handle)"},
 		{"c", "C `mq_source_send` (by name)"},
-		{"go", "Go `Source.Send` (by name)"},
+		{"go", "Go `Metric.Send` (metric handle)"},
 	} {
 		many, few := b.stat(scaleName(host.lang, 100_000), "send_cpu_ns"), b.stat(scaleName(host.lang, 100), "send_cpu_ns")
 		r, rt := ratioText(many, few)
@@ -160,7 +160,7 @@ func (b *bench) scaleReport(p func(format string, args ...any)) {
 	p("One source declares N metrics in one call (C: `mq_source_declare_many`; Go: `Source.DeclareMetricList`; reference: `metricq.Source.declare_metrics`), ")
 	p("then sends points round-robin over all of them, one call per point, chunk size %d ", scaleChunk)
 	p("(C by handle: `mq_metric_send`, the handles taken with `mq_source_metric` before the sends; C by name: `mq_source_send`; ")
-	p("Go: `Source.Send`; reference: `await Source.send`); the local manager is started afresh before every run. ")
+	p("Go: `Metric.Send`, the handles taken with `Source.Metric` before the sends; reference: `await Source.send`); the local manager is started afresh before every run. ")
 	p("A warm-up round first gives every metric its first point, which allocates the metric's chunk (and in C its stage storage): ")
 	p("the sending thread's CPU over that round, per metric, is the \"first point\" column. ")
 	p("Then the timed steady state, every metric active: ours send max(200000, N × (chunk + 2)) points (%d at N = %d), ", scalePoints("c", scaleSizes[len(scaleSizes)-1]), scaleSizes[len(scaleSizes)-1])
@@ -169,7 +169,7 @@ func (b *bench) scaleReport(p func(format string, args ...any)) {
 	p("Memory is the growth of the process's VmRSS over the connected source's, per metric: after declaring (idle metrics), ")
 	p("and after the sends (every metric holding an open chunk). ")
 	p("At most %d rounds (BENCH_RUNS caps it too). ", scaleRuns)
-	p("Each cell: C host by handle / C host by name / Go host / reference.\n\n")
+	p("Each cell: C host by handle / C host by name / Go host by handle / reference.\n\n")
 	p("| metrics | declare (s) | declare ratio C / reference | first point per metric: CPU (ns) | send CPU per point, all metrics active (ns) | KB per idle metric | KB per metric after sends |\n")
 	p("|---|---|---|---|---|---|---|\n")
 	for _, metrics := range scaleSizes {

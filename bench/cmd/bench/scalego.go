@@ -23,7 +23,7 @@ import (
 
 const goScaleMode = "go-scale-producer"
 
-// goScaleProducer is mqbench scale in Go (by name): URL TOKEN PREFIX METRICS
+// goScaleProducer is mqbench scale in Go (by metric handle): URL TOKEN PREFIX METRICS
 // POINTS CHUNK; a warm-up round of METRICS points, then POINTS; it prints
 // the same JSON object.
 func goScaleProducer(args []string) {
@@ -71,9 +71,16 @@ func goScale(url, token, prefix string, metrics, points, chunk int) (map[string]
 	declareNs := time.Since(declare0).Nanoseconds()
 	rssDeclared := vmRSSKB()
 
-	// One place for how a point reaches metric m, for the warm-up and the
-	// steady state alike.
-	send := func(m int, t libmetricq.Timestamp) error { return src.Send(ctx, names[m], t, 1.0) }
+	// A handle per metric, taken before the timed rounds as mqbench's
+	// handle mode does; one place for how a point reaches metric m, for the
+	// warm-up and the steady state alike.
+	handles := make([]*libmetricq.Metric, metrics)
+	for i, name := range names {
+		if handles[i], err = src.Metric(name); err != nil {
+			return nil, err
+		}
+	}
+	send := func(m int, t libmetricq.Timestamp) error { return handles[m].Send(ctx, t, 1.0) }
 
 	// The thread's own CPU time, as mqbench measures its sending thread.
 	// The warm-up gives every metric its first point (its chunk is

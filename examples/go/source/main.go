@@ -69,6 +69,11 @@ func send(ctx context.Context, src *libmetricq.Source, rate float64, duration ti
 	if err != nil {
 		return err
 	}
+	// A handle sends without looking the metric up by name every time.
+	sine, err := src.Metric(metric)
+	if err != nil {
+		return err
+	}
 
 	ticker := time.NewTicker(interval.Duration())
 	defer ticker.Stop()
@@ -92,7 +97,7 @@ func send(ctx context.Context, src *libmetricq.Source, rate float64, duration ti
 			}
 			last = t
 			value := math.Sin(2 * math.Pi * 0.2 * t.PosixSeconds())
-			if err := src.Send(ctx, metric, t, value); err != nil {
+			if err := sine.Send(ctx, t, value); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}

@@ -15,9 +15,11 @@ type Metadata map[string]any
 // DeclareMetrics declares metrics with their metadata to the manager. Every
 // name is checked first; nothing is declared if one is bad. Its cost is
 // linear in len(metrics), whatever the number already declared.
-// "chunkSize" is
-// added to metadata that lacks it (null for manual flushing), as the
-// reference does.
+// "chunkSize" is added to metadata that lacks it (null for manual
+// flushing), as the reference does. Metrics new to the source are laid
+// out in memory in the map's order, which is random: a program that sends
+// round-robin over many thousands of metrics sends faster if it first
+// declares them with DeclareMetricList, in its sending order.
 func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata) error {
 	names := make([]string, 0, len(metrics))
 	for name := range metrics {

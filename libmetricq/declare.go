@@ -18,8 +18,9 @@ type Metadata map[string]any
 // "chunkSize" is added to metadata that lacks it (null for manual
 // flushing), as the reference does. Metrics new to the source are laid
 // out in memory in the map's order, which is random: a program that sends
-// round-robin over many thousands of metrics sends faster if it first
-// declares them with DeclareMetricList, in its sending order.
+// round-robin over many thousands of metrics sends faster if it takes
+// their Metric handles first, in its sending order (or declares them with
+// DeclareMetricList, in that order).
 func (s *Source) DeclareMetrics(ctx context.Context, metrics map[string]Metadata) error {
 	names := make([]string, 0, len(metrics))
 	for name := range metrics {

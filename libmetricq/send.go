@@ -263,7 +263,9 @@ type Metric struct {
 
 // Metric returns a handle on the named metric. Only the name is checked:
 // the metric need not be declared yet (sends by the handle fail with
-// ErrUndeclared until it is), nor the source connected.
+// ErrUndeclared until it is), nor the source connected. A metric new to
+// the source is created here, with the default chunk size, and laid out
+// in memory after those created before it (see DeclareMetrics).
 func (s *Source) Metric(name string) (*Metric, error) {
 	if err := ValidateMetricName(name); err != nil {
 		return nil, err

@@ -138,15 +138,38 @@ static size_t first_slot(uint64_t hash, unsigned bits) {
     return (size_t)((hash * 0x9e3779b97f4a7c15ull) >> (64 - bits));
 }
 
+/* memcmp(a, b, len) == 0 for a name's bytes, inline: for names this short
+   the call and its dispatch cost more than the compare. Words are read
+   with memcpy (any alignment); the last word may overlap the one before. */
+static int same_name(const char *a, const char *b, size_t len) {
+    uint64_t x, y;
+    if (len < sizeof x) {
+        for (size_t i = 0; i < len; i++) {
+            if (a[i] != b[i]) return 0;
+        }
+        return 1;
+    }
+    for (size_t i = 0; i + sizeof x < len; i += sizeof x) {
+        memcpy(&x, a + i, sizeof x);
+        memcpy(&y, b + i, sizeof y);
+        if (x != y) return 0;
+    }
+    memcpy(&x, a + len - sizeof x, sizeof x);
+    memcpy(&y, b + len - sizeof y, sizeof y);
+    return x == y;
+}
+
+static int is_named(const metric_stage *m, const char *name, size_t len) {
+    return m != NULL && m->name_len == len && same_name(m->name, name, len);
+}
+
 /* Linear probing; a table always has an empty slot, which ends the probe. */
 static metric_stage *find_stage(const source_entry *s, const char *name, size_t len, uint64_t hash) {
     size_t mask = ((size_t)1 << s->slot_bits) - 1;
     for (size_t i = first_slot(hash, s->slot_bits);; i = (i + 1) & mask) {
         const stage_slot *slot = &s->slots[i];
         if (slot->stage == NULL) return NULL;
-        if (slot->hash == hash && slot->stage->name_len == len && memcmp(slot->stage->name, name, len) == 0) {
-            return slot->stage;
-        }
+        if (slot->hash == hash && is_named(slot->stage, name, len)) return slot->stage;
     }
 }
 
@@ -218,10 +241,6 @@ static __thread struct {
     uintptr_t handle;
     metric_stage *stage;
 } recent __attribute__((tls_model("initial-exec")));
-
-static int is_named(const metric_stage *m, const char *name, size_t len) {
-    return m != NULL && m->name_len == len && memcmp(m->name, name, len) == 0;
-}
 
 /* Hosts mostly send their metrics in the same order, round after round,
    or a run of points to one metric: so the stage a name is looked for is

@@ -25,6 +25,7 @@
    locks every stage once more before freeing, and so waits for every
    sender that found the source. Long operations hold a reference
    instead, which registry_destroy also waits for. */
+#define _GNU_SOURCE /* syscall, strnlen: also when compiled as strict C11 (tests/c/test_registry.c) */
 #include <linux/futex.h>
 #include <sched.h>
 #include <stdlib.h>

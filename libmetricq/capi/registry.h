@@ -37,6 +37,12 @@ typedef struct metric_stage {
     char name[]; /* NUL-terminated */
 } metric_stage;
 
+/* Writes (under the stage's lock) of the fields that registry.c's
+   fetch_ahead reads without it, for a prefetch: n, times and values.
+   Relaxed atomic stores, so that those reads are no data race; on x86 and
+   ARM plain stores all the same. */
+#define STAGE_SET(field, value) __atomic_store_n(&(field), (value), __ATOMIC_RELAXED)
+
 _Static_assert(MQ_MAX_NAME_LENGTH <= UINT8_MAX, "name_len holds every valid name's length");
 _Static_assert(offsetof(metric_stage, name) - offsetof(metric_stage, lock) < 64, "a send's fields share a line");
 

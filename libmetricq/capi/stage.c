@@ -93,8 +93,8 @@ static void fit_storage(metric_stage *m) {
         free(m->times);
         free(m->values);
     }
-    m->times = times;
-    m->values = values;
+    STAGE_SET(m->times, times);
+    STAGE_SET(m->values, values);
     m->capacity = m->room;
 }
 
@@ -115,7 +115,7 @@ static void take_lease(metric_stage *m, const libmq_lease *lease) {
 static int handover(uintptr_t handle, metric_stage *m, size_t want) {
     libmq_lease lease = {0};
     int status = libmq_go_stage_handover(handle, m->name, m->times, m->values, m->n, (int64_t)want, &lease);
-    if (lease.taken) m->n = 0;
+    if (lease.taken) STAGE_SET(m->n, 0);
     m->held = want > 0;
     take_lease(m, &lease);
     return status;
@@ -197,7 +197,7 @@ static int stage_point(uintptr_t handle, source_entry *s, metric_stage *m, int64
     if (m->has_after && time_ns <= m->after) return send_unstaged(handle, s, m, &time_ns, &value, 1, timeout);
     m->times[m->n] = time_ns;
     m->values[m->n] = value;
-    m->n++;
+    STAGE_SET(m->n, m->n + 1);
     m->room--;
     m->after = time_ns;
     m->has_after = 1;
@@ -256,8 +256,8 @@ static metric_stage *add_stage(uintptr_t handle, const char *name, size_t len, i
     /* A stage another thread added first keeps its own lease: the core
        keeps one per metric, which this one only read again. */
     if (added) {
-        m->times = &m->slot_time;
-        m->values = &m->slot_value;
+        STAGE_SET(m->times, &m->slot_time);
+        STAGE_SET(m->values, &m->slot_value);
         m->capacity = 1;
         take_lease(m, &lease);
         m->held = !for_handle;
@@ -430,10 +430,10 @@ libmq_staged_list *libmq_stage_close(uintptr_t handle) {
         m->room = 0;
         if (m->n > 0 && m->times != &m->slot_time && list->count < stages) {
             list->batches[list->count++] = (libmq_staged){m->name, m->times, m->values, m->n};
-            m->times = &m->slot_time;
-            m->values = &m->slot_value;
+            STAGE_SET(m->times, &m->slot_time);
+            STAGE_SET(m->values, &m->slot_value);
             m->capacity = 1;
-            m->n = 0;
+            STAGE_SET(m->n, 0);
         } else if (m->n > 0) { /* the one-point slot (out of memory) */
             handover(handle, m, 0);
         }

@@ -12,11 +12,11 @@
    only the stage it is after; before that, the stage the calling thread
    is expected to want (expected_stage) spares it the hash and the table.
    With many metrics each of those is a cache miss, which no later call
-   can overlap: the stage's lock, the registry's reader count and
-   everything the sender changes are atomic instructions, full barriers on
-   x86. So a stage keeps what a send touches in one cache line, stages
-   lie one after another in memory in the order they were added, and what
-   the next send by name will likely touch is fetched ahead.
+   can overlap: taking and letting go of the stage's lock and of the
+   registry's reader count are atomic instructions, full barriers on x86.
+   So a stage keeps what a send touches in one cache line, stages lie one
+   after another in memory in the order they were added, and what the
+   next send by name will likely touch is fetched ahead.
 
    Locking: the registry lock (read_lock/write_lock) guards the tables of
    sources and stages. A sender locks the stage (stage_lock) while it

@@ -1,9 +1,5 @@
 package libmetricq
 
-import (
-	"time"
-)
-
 // The buffer bound against the metrics' open chunks. Points in open chunks
 // count against the bound (they are accepted and not yet confirmed), but
 // they leave the buffer only once their chunk fills and the broker
@@ -74,8 +70,7 @@ func (s *Source) sealEarly() {
 		}
 		m.mu.Unlock()
 	})
-	now := time.Now().UnixNano()
-	if last := s.earlyLogged.Load(); chunks > 0 && now-last >= int64(10*time.Second) && s.earlyLogged.CompareAndSwap(last, now) {
+	if chunks > 0 && logDue(&s.earlyLogged) {
 		s.log.Warn("buffer full of open chunks: published them before they filled (smaller messages); a bound of at least twice the declared chunk sizes keeps chunks full",
 			"chunks", chunks, "points", points, "max_buffered_points", limit, "declared_chunk_sizes", s.declaredChunks.Load())
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 	"unsafe"
 )
@@ -14,14 +15,21 @@ import (
 // logBufferFull reports that Sends wait for buffer space: at most one line
 // every 10 s, so that a full buffer is visible but does not flood the log.
 func (s *Source) logBufferFull() {
-	now := time.Now().UnixNano()
-	last := s.fullLogged.Load()
-	if now-last < int64(10*time.Second) || !s.fullLogged.CompareAndSwap(last, now) {
+	if !logDue(&s.fullLogged) {
 		return
 	}
 	s.log.Warn("buffer full: Send waits for the broker to confirm buffered points, and fails with a timeout if none are",
 		"max_buffered_points", s.budget.limit.Load(), "data_connected", s.stats.dataUp.Load(),
 		"broker_blocking", s.stats.blocked.Load(), "waits_so_far", s.stats.bufferFullWaits.Load())
+}
+
+// logDue tells whether a repeated warning may be logged now: at most once
+// every 10 s per last (unix ns of the line logged last), so that a lasting
+// condition is visible but does not flood the log.
+func logDue(last *atomic.Int64) bool {
+	now := time.Now().UnixNano()
+	then := last.Load()
+	return now-then >= int64(10*time.Second) && last.CompareAndSwap(then, now)
 }
 
 // metric returns the metric's buffer, creating it with the source's current
